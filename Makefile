@@ -1,0 +1,45 @@
+# One-word entry points. `make demo` runs the main job on the simulated default
+# input; `make test` runs the test suite. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RAW := data/raw/muon_events.parquet
+
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test test-all lint venv data clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# The default input is produced by the simulator; data.dvc records its hash.
+$(RAW): | $(STAMP)
+	l1recal simulate data/raw
+
+data: $(RAW)
+
+demo: $(STAMP) $(RAW)
+	dvc repro
+	@echo
+	@cat reports/muon_rmse.md
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+clean:
+	rm -rf data/interim data/processed models reports/*.json reports/*.md

@@ -1,0 +1,196 @@
+"""The ``l1recal`` command line: one sub-command per pipeline stage.
+
+Each sub-command shares its name with the DVC stage (and the Kubeflow
+component) that runs it, reads its settings from its section of
+``params.yaml`` and takes its input and output paths as arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from l1recal.errors import L1RecalError
+
+logger = logging.getLogger("l1recal")
+
+app = typer.Typer(
+    help="Re-calibrate CMS Level-1 trigger muons with neural networks and Falkon kernel models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+train_app = typer.Typer(
+    help="Train models on the pre-processed splits.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="Parameter file with one section per stage.")
+]
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+@app.callback()
+def configure(
+    log_level: Annotated[
+        str, typer.Option(help="Logging level: DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+) -> None:
+    """Configure logging for every sub-command."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def simulate(
+    output_dir: Annotated[
+        Path,
+        typer.Argument(help="Folder for muon_events.parquet and noise_floor.json."),
+    ] = Path("data/raw"),
+    params: ParamsOption = DEFAULT_PARAMS,
+    events: Annotated[
+        int | None, typer.Option(help="Override simulate.n_events.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
+) -> None:
+    """Write simulated ZeroBias muon events in the raw layout, and their noise floor."""
+    from l1recal.config import SimulateSettings, load_section
+    from l1recal.simulation.stage import run_simulate
+
+    settings = load_section(params, "simulate", SimulateSettings)
+    overrides = {
+        key: value
+        for key, value in (("n_events", events), ("seed", seed))
+        if value is not None
+    }
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    run_simulate(settings, output_dir)
+
+
+@app.command()
+def ingest(
+    input_path: Annotated[Path, typer.Argument(help="Raw event file (parquet).")],
+    output_path: Annotated[
+        Path, typer.Argument(help="Flattened muon table to write (parquet).")
+    ],
+    stats: Annotated[
+        Path | None, typer.Option(help="Write event and muon counts as JSON here.")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Flatten raw events to one row per matched muon."""
+    from l1recal.config import IngestSettings, load_section
+    from l1recal.data.ingest import run_ingest
+
+    run_ingest(
+        load_section(params, "ingest", IngestSettings), input_path, output_path, stats
+    )
+
+
+@app.command()
+def preprocess(
+    input_path: Annotated[
+        Path, typer.Argument(help="Flattened muon table (parquet) from 'ingest'.")
+    ],
+    output_dir: Annotated[
+        Path, typer.Argument(help="Folder for the train/val/test splits and scalers.")
+    ],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Apply the pre-processing steps and split into train, validation and test."""
+    from l1recal.config import PreprocessSettings, load_section
+    from l1recal.data.preprocess import run_preprocess
+
+    run_preprocess(
+        load_section(params, "preprocess", PreprocessSettings), input_path, output_dir
+    )
+
+
+@train_app.command("network")
+def train_network(
+    data_dir: Annotated[Path, typer.Argument(help="Folder of pre-processed splits.")],
+    output_dir: Annotated[
+        Path, typer.Argument(help="Folder for one bundle per network preset.")
+    ],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Train the TensorFlow networks listed in train_network.presets."""
+    from l1recal.config import NetworkTrainSettings, load_section
+    from l1recal.models.train import run_train_network
+
+    run_train_network(
+        load_section(params, "train_network", NetworkTrainSettings),
+        data_dir,
+        output_dir,
+    )
+
+
+@train_app.command("falkon")
+def train_falkon(
+    data_dir: Annotated[Path, typer.Argument(help="Folder of pre-processed splits.")],
+    output_dir: Annotated[
+        Path, typer.Argument(help="Folder for one bundle per Falkon model.")
+    ],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Train the Falkon kernel models listed in train_falkon.models."""
+    from l1recal.config import FalkonTrainSettings, load_section
+    from l1recal.models.train import run_train_falkon
+
+    run_train_falkon(
+        load_section(params, "train_falkon", FalkonTrainSettings), data_dir, output_dir
+    )
+
+
+@app.command()
+def evaluate(
+    data_dir: Annotated[Path, typer.Argument(help="Folder of pre-processed splits.")],
+    models: Annotated[
+        list[Path],
+        typer.Option("--models", help="Folder of model bundles; repeat for several."),
+    ],
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = Path(
+        "reports/muon_metrics.json"
+    ),
+    table: Annotated[Path, typer.Option(help="Markdown RMSE table to write.")] = Path(
+        "reports/muon_rmse.md"
+    ),
+    noise_floor: Annotated[
+        Path | None, typer.Option(help="noise_floor.json of simulated data.")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Compute the test-split RMSE of every model and of the L1 baseline."""
+    from l1recal.config import EvaluateSettings, load_section
+    from l1recal.evaluation.evaluate import run_evaluate
+
+    run_evaluate(
+        load_section(params, "evaluate", EvaluateSettings),
+        data_dir,
+        models,
+        metrics,
+        table,
+        noise_floor,
+    )
+    typer.echo(table.read_text())
+
+
+def main() -> None:
+    """Entry point: run the app, turning input errors into a one-line message and exit code 1."""
+    try:
+        app()
+    except L1RecalError as error:
+        logger.error("%s", error)
+        sys.exit(1)

@@ -1,0 +1,224 @@
+"""Stage settings, loaded from the stage's section of ``params.yaml``.
+
+Each stage reads only its own section; ``dvc.yaml`` lists the same keys as the
+stage's ``params`` so that DVC re-runs a stage exactly when one of them changes.
+Unknown keys are rejected, so a typo fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from l1recal.errors import ConfigError
+
+
+class Settings(BaseModel):
+    """Base of every settings section: frozen, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MuonPhysics(Settings):
+    """Detector and spectrum settings of the muon simulator (approximate CMS values)."""
+
+    spectrum_index: float = Field(
+        5.5,
+        description="ZeroBias offline pT spectrum dN/dpT ~ pT^-index (tuned to the L1 baseline RMSE).",
+    )
+    pt_min_gev: float = Field(
+        3.5,
+        description="Lowest offline pT in GeV; softer muons do not reach station 2.",
+    )
+    pt_max_gev: float = Field(
+        200.0, description="Highest offline pT in GeV drawn from the power law."
+    )
+    w_fraction: float = Field(
+        0.01, description="Fraction of muons drawn from the W Jacobian peak instead."
+    )
+    region_fractions: tuple[float, float, float] = Field(
+        (0.45, 0.20, 0.35), description="Share of muons in barrel, overlap and endcap."
+    )
+    resolution_inv_pt: tuple[float, float, float] = Field(
+        (0.12, 0.14, 0.16),
+        description="Core relative resolution on 1/pT for barrel, overlap, endcap.",
+    )
+    tail_fraction: float = Field(
+        0.03, description="Fraction of muons with a mismeasured pT (tail)."
+    )
+    tail_scale: float = Field(
+        2.0, description="Width of the tail, in units of the core resolution."
+    )
+    charge_flip: tuple[float, float, float] = Field(
+        (0.01, 0.025, 0.025),
+        description="Charge misassignment probability for barrel, overlap, endcap.",
+    )
+    eta_resolution: float = Field(
+        0.03, description="Gaussian eta resolution of the L1 muon."
+    )
+    mean_matched_muons: float = Field(
+        1.4, description="Mean number of matched muons per event."
+    )
+    mean_unmatched_muons: float = Field(
+        0.3, description="Mean number of unmatched L1 muons per event."
+    )
+
+
+class SimulateSettings(Settings):
+    """Settings of ``l1recal simulate``."""
+
+    seed: int = Field(
+        20170505, description="Seed of the event generator; same seed, same bytes."
+    )
+    n_events: int = Field(
+        200_000, gt=0, description="Number of ZeroBias events written."
+    )
+    noise_floor_muons: int = Field(
+        4_000_000,
+        gt=0,
+        description="Size of the separate muon sample used to estimate the noise floor.",
+    )
+    floor_pt_window_gev: tuple[float, float] = Field(
+        (5.5, 45.0),
+        description="L1 pT window (GeV) of the noise floor; match preprocess.pt_min/max_gev.",
+    )
+    physics: MuonPhysics = MuonPhysics()
+
+
+class IngestSettings(Settings):
+    """Settings of ``l1recal ingest``."""
+
+    batch_rows: int = Field(
+        65_536, gt=0, description="Events read per chunk (bounds memory)."
+    )
+
+
+class PreprocessSettings(Settings):
+    """Settings of ``l1recal preprocess``."""
+
+    pt_min_gev: float = Field(
+        5.5, description="Keep muons with L1 pT above this (GeV, exclusive)."
+    )
+    pt_max_gev: float = Field(
+        45.0, description="Keep muons with L1 pT below this (GeV, exclusive)."
+    )
+    split: tuple[float, float, float] = Field(
+        (0.65, 0.20, 0.15), description="Train, validation and test fractions."
+    )
+    seed: int = Field(42, description="Seed of the random split.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PreprocessSettings:
+        if not self.pt_min_gev < self.pt_max_gev:
+            raise ValueError(
+                f"pt_min_gev ({self.pt_min_gev}) must be below pt_max_gev ({self.pt_max_gev})"
+            )
+        if any(f <= 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-9:
+            raise ValueError(
+                f"split fractions must be positive and sum to 1, got {self.split}"
+            )
+        return self
+
+
+class NetworkTrainSettings(Settings):
+    """Settings of ``l1recal train network``."""
+
+    presets: list[int] = Field(
+        [4], min_length=1, description="Network preset IDs (study's Table 6)."
+    )
+    batch_size: Literal[256, 512, 8192] = Field(512, description="Mini-batch size.")
+    max_epochs: int = Field(
+        100,
+        gt=0,
+        description="Upper bound on epochs; early stopping usually ends first.",
+    )
+    patience: int = Field(
+        8,
+        gt=0,
+        description="Epochs without validation-loss improvement before stopping.",
+    )
+    seed: int = Field(7, description="Seed of weight initialisation and shuffling.")
+
+
+class FalkonModelSettings(Settings):
+    """One Falkon model: kernel, Nystrom centres and solver settings."""
+
+    name: str = Field(
+        description="Model name used in reports, e.g. falkon_gaussian_m100."
+    )
+    kernel: Literal["gaussian", "linear", "polynomial"] = "gaussian"
+    centres: int = Field(100, gt=0, description="Number M of Nystrom centres.")
+    sigma: float = Field(
+        0.5,
+        gt=0,
+        description="Kernel length scale, in units of the [0, 1] scaled inputs.",
+    )
+    penalty: float = Field(1e-6, gt=0, description="Ridge penalty lambda.")
+    degree: int = Field(5, gt=0, description="Polynomial kernel degree.")
+    alpha: float = Field(
+        1.0, description="Polynomial kernel slope alpha in (alpha x.c + beta)^degree."
+    )
+    beta: float = Field(
+        1.0, description="Offset beta of the linear and polynomial kernels."
+    )
+    max_iterations: int = Field(30, gt=0, description="Conjugate-gradient iterations.")
+    seed: int = Field(11, description="Seed of the Nystrom centre draw.")
+
+
+class FalkonTrainSettings(Settings):
+    """Settings of ``l1recal train falkon``."""
+
+    models: list[FalkonModelSettings] = Field(
+        default_factory=lambda: [FalkonModelSettings(name="falkon_gaussian_m100")],
+        min_length=1,
+    )
+    block_memory_mb: int = Field(
+        512, gt=0, description="Memory budget of one kernel block, in MB."
+    )
+
+
+class EvaluateSettings(Settings):
+    """Settings of ``l1recal evaluate``."""
+
+    batch_size: int = Field(65_536, gt=0, description="Rows per prediction batch.")
+
+
+SettingsT = TypeVar("SettingsT", bound=Settings)
+
+
+def load_section(path: str | Path, section: str, model: type[SettingsT]) -> SettingsT:
+    """Load and validate one section of a ``params.yaml`` file.
+
+    Args:
+        path: the YAML file.
+        section: top-level key of the stage.
+        model: the settings class to validate against.
+
+    Raises:
+        ConfigError: when the file is missing or unreadable, or the section is invalid.
+    """
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as error:
+        raise ConfigError(
+            f"{path}: parameter file not found; pass --params with the path of params.yaml"
+        ) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of stage sections at the top level"
+        )
+    raw = document.get(section, {}) or {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{section}.{'.'.join(str(p) for p in item['loc'])}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise ConfigError(f"{path}: invalid settings: {problems}") from error
