@@ -32,7 +32,15 @@ app.add_typer(train_app, name="train")
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="Parameter file with one section per stage.")
 ]
+TaskOption = Annotated[
+    str, typer.Option("--task", help="Re-calibration task: muon or jet.")
+]
 DEFAULT_PARAMS = Path("params.yaml")
+
+
+def stage_section(stage: str, task: str) -> str:
+    """Return the ``params.yaml`` section of a stage: ``train_network`` for muons, ``jet_train_network`` for jets."""
+    return stage if task == "muon" else f"{task}_{stage}"
 
 
 @app.callback()
@@ -125,15 +133,19 @@ def train_network(
         Path, typer.Argument(help="Folder for one bundle per network preset.")
     ],
     params: ParamsOption = DEFAULT_PARAMS,
+    task: TaskOption = "muon",
 ) -> None:
     """Train the TensorFlow networks listed in train_network.presets."""
     from l1recal.config import NetworkTrainSettings, load_section
     from l1recal.models.train import run_train_network
+    from l1recal.tasks import get_task
 
+    section = stage_section("train_network", task)
     run_train_network(
-        load_section(params, "train_network", NetworkTrainSettings),
+        load_section(params, section, NetworkTrainSettings),
         data_dir,
         output_dir,
+        get_task(task),
     )
 
 
@@ -144,13 +156,19 @@ def train_falkon(
         Path, typer.Argument(help="Folder for one bundle per Falkon model.")
     ],
     params: ParamsOption = DEFAULT_PARAMS,
+    task: TaskOption = "muon",
 ) -> None:
     """Train the Falkon kernel models listed in train_falkon.models."""
     from l1recal.config import FalkonTrainSettings, load_section
     from l1recal.models.train import run_train_falkon
+    from l1recal.tasks import get_task
 
+    section = stage_section("train_falkon", task)
     run_train_falkon(
-        load_section(params, "train_falkon", FalkonTrainSettings), data_dir, output_dir
+        load_section(params, section, FalkonTrainSettings),
+        data_dir,
+        output_dir,
+        get_task(task),
     )
 
 
@@ -171,18 +189,21 @@ def evaluate(
         Path | None, typer.Option(help="noise_floor.json of simulated data.")
     ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
+    task: TaskOption = "muon",
 ) -> None:
     """Compute the test-split RMSE of every model and of the L1 baseline."""
     from l1recal.config import EvaluateSettings, load_section
     from l1recal.evaluation.evaluate import run_evaluate
+    from l1recal.tasks import get_task
 
     run_evaluate(
-        load_section(params, "evaluate", EvaluateSettings),
+        load_section(params, stage_section("evaluate", task), EvaluateSettings),
         data_dir,
         models,
         metrics,
         table,
         noise_floor,
+        get_task(task),
     )
     typer.echo(table.read_text())
 

@@ -151,6 +151,16 @@ MUON_TARGETS = ("dPt", "dEta", "dPhi")
 #: Metric names, in the order of the study's RMSE table.
 MUON_METRICS = ("phi", "eta", "pt_rel")
 
+# Pre-processed jet table: physical L1 inputs, the summed matched PF pT, the correction.
+#: Jet model inputs: pT in GeV, eta, phi in rad [0, 2 pi).
+JET_INPUTS = ("ptL1", "etaL1", "phiL1")
+#: Offline reference: summed pT of the PF jets matched to the L1 jet, GeV.
+JET_OFFLINE = ("ptPF",)
+#: Regression target, L1 minus offline pT in GeV.
+JET_TARGETS = ("dPt",)
+#: Relative pT residual (pT - pT_PF) / pT_PF.
+JET_METRICS = ("pt_rel",)
+
 # The study's reference figures (RMSE on its test split).
 STUDY_GMT_RMSE = {"phi": 0.499, "eta": 0.032, "pt_rel": 0.493}
 STUDY_MODEL_RMSE = {
@@ -162,6 +172,7 @@ STUDY_MODEL_RMSE = {
     "Falkon polynomial M=100 deg 5": {"phi": 0.138, "eta": 0.030, "pt_rel": 0.272},
 }
 STUDY_MUON_ROWS = 1_336_160
+STUDY_JET_RMSE = {"l1": 1.102, "nn_id6": 0.52}
 
 # Track-finder regions in |eta|.
 BARREL_MAX_ABS_ETA = 0.83

@@ -46,3 +46,19 @@ def muon_rmse(
         "eta": float(np.sqrt(np.mean(deta**2))),
         "pt_rel": float(np.sqrt(np.mean(pt_rel**2))),
     }
+
+
+def jet_rmse(
+    frame: pd.DataFrame, corrections: np.ndarray | None = None
+) -> dict[str, float]:
+    """Return ``{"pt_rel"}``: RMSE of (pT - pT_PF) / pT_PF for re-calibrated L1 jets.
+
+    Args:
+        frame: a pre-processed jet split with ``ptL1`` and ``ptPF`` in GeV.
+        corrections: predicted dPt (n, 1) in GeV; None for the L1 baseline.
+    """
+    pt = frame["ptL1"].to_numpy()
+    if corrections is not None:
+        pt = pt - np.asarray(corrections)[:, 0]
+    pt_pf = frame["ptPF"].to_numpy()
+    return {"pt_rel": float(np.sqrt(np.mean(((pt - pt_pf) / pt_pf) ** 2)))}

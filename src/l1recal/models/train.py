@@ -26,22 +26,22 @@ from l1recal.models.falkon import (
 from l1recal.models.kernels import Kernel
 from l1recal.models.network import get_preset, preset_card, train_network
 from l1recal.models.scalers import AffineScaler
-from l1recal.schema import MUON_INPUTS, MUON_TARGETS
+from l1recal.tasks import MUON, Task
 
 logger = logging.getLogger(__name__)
 
 
 def _scaled_split(
-    data_dir: Path, name: str, scalers: dict[str, AffineScaler]
+    data_dir: Path, name: str, scalers: dict[str, AffineScaler], task: Task
 ) -> tuple[np.ndarray, np.ndarray]:
     frame = load_split(data_dir, name)
-    x = scalers["inputs"].transform(frame[list(MUON_INPUTS)].to_numpy())
-    y = scalers["targets"].transform(frame[list(MUON_TARGETS)].to_numpy())
+    x = scalers["inputs"].transform(frame[list(task.inputs)].to_numpy())
+    y = scalers["targets"].transform(frame[list(task.targets)].to_numpy())
     return x, y
 
 
 def run_train_network(
-    settings: NetworkTrainSettings, data_dir: Path, output_dir: Path
+    settings: NetworkTrainSettings, data_dir: Path, output_dir: Path, task: Task = MUON
 ) -> list[str]:
     """Train every preset in ``settings.presets``; one bundle per preset under ``output_dir``.
 
@@ -50,8 +50,8 @@ def run_train_network(
     """
     presets = [get_preset(preset_id) for preset_id in settings.presets]
     scalers = load_scalers(data_dir)
-    x_train, y_train = _scaled_split(data_dir, "train", scalers)
-    x_val, y_val = _scaled_split(data_dir, "val", scalers)
+    x_train, y_train = _scaled_split(data_dir, "train", scalers, task)
+    x_val, y_val = _scaled_split(data_dir, "val", scalers, task)
 
     with atomic_path(output_dir, is_dir=True) as staging:
         for preset in presets:
@@ -81,6 +81,7 @@ def run_train_network(
                 {
                     "name": preset.name,
                     "family": "network",
+                    "task": task.name,
                     "preset": preset_card(preset),
                     "batch_size": settings.batch_size,
                     "seed": settings.seed,
@@ -104,12 +105,12 @@ def run_train_network(
 
 
 def run_train_falkon(
-    settings: FalkonTrainSettings, data_dir: Path, output_dir: Path
+    settings: FalkonTrainSettings, data_dir: Path, output_dir: Path, task: Task = MUON
 ) -> list[str]:
     """Train every Falkon model in ``settings.models``; one bundle per model under ``output_dir``."""
     scalers = load_scalers(data_dir)
-    x_train, y_train = _scaled_split(data_dir, "train", scalers)
-    x_val, y_val = _scaled_split(data_dir, "val", scalers)
+    x_train, y_train = _scaled_split(data_dir, "train", scalers, task)
+    x_val, y_val = _scaled_split(data_dir, "val", scalers, task)
     use_library = falkon_library_available()
 
     with atomic_path(output_dir, is_dir=True) as staging:
@@ -166,6 +167,7 @@ def run_train_falkon(
                 {
                     "name": model_settings.name,
                     "family": "falkon",
+                    "task": task.name,
                     "kernel": kernel.to_dict(),
                     "settings": model_settings.model_dump(),
                     "solver": "falkon package" if use_library else "l1recal built-in",
