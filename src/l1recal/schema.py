@@ -151,6 +151,33 @@ MUON_TARGETS = ("dPt", "dEta", "dPhi")
 #: Metric names, in the order of the study's RMSE table.
 MUON_METRICS = ("phi", "eta", "pt_rel")
 
+# Raw ZeroBias jet events: one row per event, up to 12 L1 jets and 35 offline
+# PF jets (140 PF values: pt, eta, phi, mass), zero-padded after the count.
+N_PF_JET_SLOTS = 35
+N_PF_JETS = "nPFJets"
+#: L1 jet features per slot (hardware integers): columns jetHwPt_{j} etc., with count nJets.
+L1_JET_FEATURES = JET_FEATURES
+#: PF jet features per slot: pT in GeV, eta, phi in rad [-pi, pi), mass in GeV.
+PF_JET_FEATURES = ("pfJetPt", "pfJetEta", "pfJetPhi", "pfJetMass")
+#: Matching cone: a PF jet matches its nearest L1 jet when dR is strictly below this.
+JET_MATCH_DR = 0.4
+#: Flattened jet table: one row per matched L1 jet.
+JET_TABLE_COLUMNS = ("event", "l1Index", "hwPt", "hwEta", "hwPhi", "ptPF", "nMatchedPF", "maxDR")
+#: Match records: one row per matched PF jet.
+JET_MATCH_COLUMNS = ("event", "pfIndex", "l1Index", "dR")
+
+
+def raw_jet_event_columns() -> list[str]:
+    """Return every column of the default raw jet event layout, in file order."""
+    columns = [N_JETS]
+    for slot in range(N_JET_SLOTS):
+        columns += [slot_column(f, slot) for f in L1_JET_FEATURES]
+    columns.append(N_PF_JETS)
+    for slot in range(N_PF_JET_SLOTS):
+        columns += [slot_column(f, slot) for f in PF_JET_FEATURES]
+    return columns
+
+
 # Pre-processed jet table: physical L1 inputs, the summed matched PF pT, the correction.
 #: Jet model inputs: pT in GeV, eta, phi in rad [0, 2 pi).
 JET_INPUTS = ("ptL1", "etaL1", "phiL1")
