@@ -208,6 +208,60 @@ def evaluate(
     typer.echo(table.read_text())
 
 
+@app.command()
+def approve(
+    muon_metrics: Annotated[
+        Path, typer.Option(help="Muon metrics JSON from 'evaluate'; absent means no muon model.")
+    ] = Path("reports/muon_metrics.json"),
+    jet_metrics: Annotated[
+        Path, typer.Option(help="Jet metrics JSON from 'evaluate --task jet'; may be absent.")
+    ] = Path("reports/jet_metrics.json"),
+    models_root: Annotated[
+        Path, typer.Option(help="Folder of <kind>/<family>/<name>/ model bundles.")
+    ] = Path("models"),
+    fixed_point_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of <kind>_csim.json fixed-point emulation results."),
+    ] = None,
+    champion_dir: Annotated[
+        Path | None,
+        typer.Option(help="Registry folder of the approved champions; kept between runs."),
+    ] = None,
+    muon_data: Annotated[
+        Path | None,
+        typer.Option(help="Muon split folder, to score the champion on the current test split."),
+    ] = None,
+    jet_data: Annotated[
+        Path | None,
+        typer.Option(help="Jet split folder, to score the champion on the current test split."),
+    ] = None,
+    output: Annotated[Path, typer.Option(help="approved.json to write.")] = Path(
+        "reports/approved.json"
+    ),
+    promote: Annotated[
+        bool,
+        typer.Option(help="Copy each newly approved model into --champion-dir as the champion."),
+    ] = False,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Decide per kind which model may be served and synthesised; exit 0 even when none passes."""
+    from l1recal.config import ApproveSettings, load_section
+    from l1recal.evaluation.approval import run_approve
+
+    document = run_approve(
+        load_section(params, "approve", ApproveSettings),
+        {"muon": muon_metrics, "jet": jet_metrics},
+        output,
+        models_root,
+        champion_dir,
+        {"muon": muon_data, "jet": jet_data},
+        fixed_point_dir,
+        promote,
+    )
+    for kind, entry in document.items():
+        typer.echo(f"{kind}: {entry['message']}")
+
+
 def main() -> None:
     """Entry point: run the app, turning input errors into a one-line message and exit code 1."""
     try:

@@ -184,6 +184,66 @@ class EvaluateSettings(Settings):
     """Settings of ``l1recal evaluate``."""
 
     batch_size: int = Field(65_536, gt=0, description="Rows per prediction batch.")
+    figure_rows: int = Field(
+        200_000,
+        gt=0,
+        description="Test rows drawn at random for the figures (all rows when fewer).",
+    )
+    figure_models: list[str] = Field(
+        default_factory=list,
+        description="Models that get the full set of residual figures besides the best one.",
+    )
+    throughput_rows: int = Field(
+        65_536,
+        ge=0,
+        description="Rows per batch of the CPU throughput measurement; 0 skips it.",
+    )
+    throughput_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="Minimum wall time, in s, of repeated batches per model and thread count.",
+    )
+
+
+class ApproveSettings(Settings):
+    """Settings of ``l1recal approve``: the gate a model passes before serving and synthesis."""
+
+    baseline_margins: dict[str, float] = Field(
+        default_factory=lambda: {"phi": 0.10, "eta": 0.01, "pt_rel": 0.10},
+        description=(
+            "Per metric, the fraction by which a model's RMSE must be below the L1 "
+            "baseline's: rmse < (1 - margin) * rmse_L1. Metrics not listed need margin 0."
+        ),
+    )
+    champion_tolerance: float = Field(
+        0.02,
+        ge=0,
+        description=(
+            "Largest fraction by which a model's RMSE may exceed the champion's on the "
+            "same test split, per metric: rmse <= (1 + tolerance) * rmse_champion."
+        ),
+    )
+    fixed_point_tolerance: float = Field(
+        0.05,
+        ge=0,
+        description=(
+            "Largest relative RMSE loss (fixed - float) / float of the fixed-point "
+            "emulation, per metric."
+        ),
+    )
+    require_fixed_point: bool = Field(
+        False,
+        description="Reject models that have no fixed-point emulation result.",
+    )
+
+    @model_validator(mode="after")
+    def _check_margins(self) -> ApproveSettings:
+        for metric, margin in self.baseline_margins.items():
+            if not 0 <= margin < 1:
+                raise ValueError(
+                    f"baseline_margins.{metric} must be in [0, 1), got {margin}"
+                )
+        return self
 
 
 SettingsT = TypeVar("SettingsT", bound=Settings)
