@@ -193,11 +193,11 @@ def test_approve_writes_contract_and_promotes(registry_setup, small_splits):
         SETTINGS,
         {"muon": metrics, "jet": work / "jet_metrics.json"},
         output,
-        models,
-        champions,
-        {"muon": small_splits},
-        work / "hls",
+        champion_dir=champions,
+        data_dirs={"muon": small_splits},
+        fixed_point_paths={"muon": work / "hls" / "muon_csim.json"},
         promote_approved=True,
+        models_root=models,
     )
     written = json.loads(output.read_text())
     assert written == json.loads(json.dumps(document))
@@ -235,11 +235,10 @@ def test_champion_rescored_on_current_split(registry_setup, small_splits):
         SETTINGS,
         paths,
         work / "first.json",
-        models,
-        champions,
-        {"muon": small_splits},
-        None,
-        True,
+        champion_dir=champions,
+        data_dirs={"muon": small_splits},
+        promote_approved=True,
+        models_root=models,
     )
 
     # The champion has zero coefficients: it predicts no correction, so on the
@@ -252,11 +251,10 @@ def test_champion_rescored_on_current_split(registry_setup, small_splits):
         SETTINGS,
         paths,
         work / "second.json",
-        models,
-        champions,
-        {"muon": small_splits},
-        None,
-        True,
+        champion_dir=champions,
+        data_dirs={"muon": small_splits},
+        promote_approved=True,
+        models_root=models,
     )["muon"]
     assert second["champion"]["rescored_on_current_test"] is True
     for metric, value in expected.items():
@@ -273,11 +271,10 @@ def test_nothing_passes_keeps_champion(registry_setup, small_splits):
         SETTINGS,
         paths,
         work / "first.json",
-        models,
-        champions,
-        {"muon": small_splits},
-        None,
-        True,
+        champion_dir=champions,
+        data_dirs={"muon": small_splits},
+        promote_approved=True,
+        models_root=models,
     )
     record_before = (champions / "muon" / CHAMPION_RECORD).read_text()
 
@@ -288,11 +285,10 @@ def test_nothing_passes_keeps_champion(registry_setup, small_splits):
         SETTINGS,
         paths,
         work / "second.json",
-        models,
-        champions,
-        {"muon": small_splits},
-        None,
-        True,
+        champion_dir=champions,
+        data_dirs={"muon": small_splits},
+        promote_approved=True,
+        models_root=models,
     )
     assert document["muon"]["approved"] is False
     assert document["muon"]["message"] == NO_MODEL_MESSAGE
@@ -307,10 +303,33 @@ def test_model_without_bundle_rejected(registry_setup):
         SETTINGS,
         {"muon": metrics, "jet": work / "none.json"},
         work / "approved.json",
-        models,
+        models_root=models,
     )
     assert document["muon"]["model"] == "falkon_a"
-    assert "no bundle under" in document["muon"]["rejections"]["ghost"][0]
+    assert "no muon bundle named ghost in" in document["muon"]["rejections"]["ghost"][0]
+
+
+def test_served_champion_file_compared_on_stored_metrics(registry_setup):
+    work, models, metrics = registry_setup
+    served = work / "served_approved.json"
+    strong = {"phi": 0.15, "eta": 0.029, "pt_rel": 0.18, "test_rows": 900}
+    served.write_text(
+        json.dumps(
+            {"muon": {"approved": True, "model": "served_nn", "metrics": strong}}
+        )
+    )
+    document = run_approve(
+        SETTINGS,
+        {"muon": metrics, "jet": work / "none.json"},
+        work / "approved.json",
+        models_root=models,
+        champion_file=served,
+    )
+    muon = document["muon"]
+    assert muon["approved"] is False
+    assert muon["champion"]["model"] == "served_nn"
+    assert muon["champion"]["rescored_on_current_test"] is False
+    assert "worse than champion served_nn" in muon["rejections"]["falkon_a"][0]
 
 
 def test_approve_cli_exits_zero_when_nothing_passes(tmp_path: Path):

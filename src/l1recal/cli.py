@@ -173,6 +173,21 @@ def train_falkon(
 
 
 @app.command()
+def tune(
+    data_dir: Annotated[Path, typer.Argument(help="Folder of pre-processed splits.")],
+    output_dir: Annotated[Path, typer.Argument(help="Folder for one JSON and one PNG per sweep.")],
+    params: ParamsOption = DEFAULT_PARAMS,
+    task: TaskOption = "muon",
+) -> None:
+    """Draw Falkon tuning curves: validation RMSE against sigma, lambda or M."""
+    from l1recal.config import TuneSettings, load_section
+    from l1recal.models.tune import run_tune
+    from l1recal.tasks import get_task
+
+    run_tune(load_section(params, stage_section("tune", task), TuneSettings), data_dir, output_dir, get_task(task))
+
+
+@app.command()
 def evaluate(
     data_dir: Annotated[Path, typer.Argument(help="Folder of pre-processed splits.")],
     models: Annotated[
@@ -211,21 +226,45 @@ def evaluate(
 @app.command()
 def approve(
     muon_metrics: Annotated[
-        Path, typer.Option(help="Muon metrics JSON from 'evaluate'; absent means no muon model.")
+        Path,
+        typer.Option(help="Muon metrics JSON from 'evaluate'; absent means no muon model."),
     ] = Path("reports/muon_metrics.json"),
     jet_metrics: Annotated[
-        Path, typer.Option(help="Jet metrics JSON from 'evaluate --task jet'; may be absent.")
+        Path,
+        typer.Option(help="Jet metrics JSON from 'evaluate --task jet'; may be absent."),
     ] = Path("reports/jet_metrics.json"),
+    models: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--models",
+            help="Folder of model bundles; repeat for several. Default: every models-root/<kind>/<family>.",
+        ),
+    ] = None,
     models_root: Annotated[
-        Path, typer.Option(help="Folder of <kind>/<family>/<name>/ model bundles.")
+        Path, typer.Option(help="Root of the default model folders <kind>/<family>/<name>.")
     ] = Path("models"),
     fixed_point_dir: Annotated[
         Path | None,
         typer.Option(help="Folder of <kind>_csim.json fixed-point emulation results."),
     ] = None,
+    muon_csim: Annotated[
+        Path | None,
+        typer.Option(help="Muon fixed-point emulation JSON; overrides --fixed-point-dir."),
+    ] = None,
+    jet_csim: Annotated[
+        Path | None,
+        typer.Option(help="Jet fixed-point emulation JSON; overrides --fixed-point-dir."),
+    ] = None,
     champion_dir: Annotated[
         Path | None,
-        typer.Option(help="Registry folder of the approved champions; kept between runs."),
+        typer.Option(help="Registry folder of the champions (<kind>/champion.json, <kind>/bundle/)."),
+    ] = None,
+    champion: Annotated[
+        Path | None,
+        typer.Option(
+            "--champion",
+            help="approved.json-like record of the served champions, for kinds the registry lacks.",
+        ),
     ] = None,
     muon_data: Annotated[
         Path | None,
@@ -248,15 +287,21 @@ def approve(
     from l1recal.config import ApproveSettings, load_section
     from l1recal.evaluation.approval import run_approve
 
+    fixed_point = {
+        kind: explicit or (fixed_point_dir / f"{kind}_csim.json" if fixed_point_dir else None)
+        for kind, explicit in (("muon", muon_csim), ("jet", jet_csim))
+    }
     document = run_approve(
         load_section(params, "approve", ApproveSettings),
         {"muon": muon_metrics, "jet": jet_metrics},
         output,
-        models_root,
-        champion_dir,
-        {"muon": muon_data, "jet": jet_data},
-        fixed_point_dir,
-        promote,
+        model_dirs=models or None,
+        champion_dir=champion_dir,
+        data_dirs={"muon": muon_data, "jet": jet_data},
+        fixed_point_paths=fixed_point,
+        promote_approved=promote,
+        champion_file=champion,
+        models_root=models_root,
     )
     for kind, entry in document.items():
         typer.echo(f"{kind}: {entry['message']}")

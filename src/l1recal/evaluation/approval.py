@@ -209,63 +209,86 @@ def bundle_digest(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def find_bundle(models_root: Path, kind: str, name: str) -> Path | None:
-    """Return ``<models_root>/<kind>/<family>/<name>`` when it holds a model card, else None."""
-    matches = sorted((models_root / kind).glob(f"*/{name}/{MODEL_CARD_FILE}"))
-    return matches[0].parent if matches else None
+def default_model_dirs(models_root: Path, kind: str) -> list[Path]:
+    """Return the ``<models_root>/<kind>/<family>`` folders that exist, sorted."""
+    return sorted(path for path in (models_root / kind).glob("*") if path.is_dir())
 
 
-def load_champion_record(champion_dir: Path, kind: str) -> dict[str, Any] | None:
-    """Return the stored champion record of ``kind``, or None when there is no champion yet.
+def find_bundle(model_dirs: list[Path], kind: str, name: str) -> Path | None:
+    """Return the first ``<folder>/<name>`` bundle trained for ``kind``, or None."""
+    for folder in model_dirs:
+        card_path = folder / name / MODEL_CARD_FILE
+        if card_path.exists():
+            card = json.loads(card_path.read_text())
+            if card.get("task", "muon") == kind:
+                return card_path.parent
+    return None
+
+
+def load_champion_record(
+    champion_dir: Path | None, kind: str, champion_file: Path | None = None
+) -> dict[str, Any] | None:
+    """Return the champion record of ``kind``, or None when there is no champion yet.
+
+    The registry folder's ``<kind>/champion.json`` comes first. Otherwise
+    ``champion_file`` is read as an ``approved.json``-like mapping of kind to
+    entry, of which approved entries count as champions.
 
     Raises:
-        InputFileError: when the record exists but is not valid JSON.
+        InputFileError: when a record exists but is not valid JSON.
     """
-    path = champion_dir / kind / CHAMPION_RECORD
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputFileError(
-            f"{path}: invalid champion record ({error}); restore it or delete "
-            f"{path.parent} to start without a champion"
-        ) from error
+    if champion_dir is not None:
+        path = champion_dir / kind / CHAMPION_RECORD
+        if path.exists():
+            return _read_json(
+                path, f"restore it or delete {path.parent} to start without a champion"
+            )
+    if champion_file is not None and champion_file.exists():
+        entry = _read_json(champion_file, "restore it or delete it").get(kind)
+        if isinstance(entry, dict) and entry.get("approved") and entry.get("model"):
+            return entry
+    return None
 
 
 def score_champion(
-    record: dict[str, Any], champion_dir: Path, kind: str, data_dir: Path | None
+    record: dict[str, Any],
+    bundle_dir: Path | None,
+    kind: str,
+    data_dir: Path | None,
 ) -> Champion:
     """Score the champion's bundle on the current test split in ``data_dir``.
 
-    Without a test split, the metrics stored at promotion are used and the
-    result is marked as not re-scored.
+    Without a test split or a bundle, the metrics stored with the record are
+    used and the result is marked as not re-scored.
 
     Raises:
-        ModelError: when the champion's bundle is missing or of another task.
+        ModelError: when the champion's bundle was trained for another task.
     """
-    bundle_dir = champion_dir / kind / CHAMPION_BUNDLE
-    if data_dir is None or not data_dir.exists():
+    usable_bundle = bundle_dir is not None and (bundle_dir / MODEL_CARD_FILE).exists()
+    if data_dir is None or not data_dir.exists() or not usable_bundle:
         logger.warning(
-            "%s: no test split given, comparing with the champion's stored metrics",
+            "%s: champion %s not re-scored (no test split or no bundle); "
+            "comparing with its stored metrics",
             kind,
+            record.get("model"),
         )
-        return Champion(record, dict(record.get("metrics", {})), rescored=False)
+        stored = {
+            key: value
+            for key, value in (record.get("metrics") or {}).items()
+            if key != "test_rows"
+        }
+        return Champion(record, stored, rescored=False)
 
     from l1recal.data.preprocess import load_split
     from l1recal.models.bundle import load_bundle
     from l1recal.tasks import get_task
 
-    if not (bundle_dir / MODEL_CARD_FILE).exists():
-        raise ModelError(
-            f"{bundle_dir}: champion bundle missing although {CHAMPION_RECORD} exists; "
-            f"restore it or delete {bundle_dir.parent} to start without a champion"
-        )
     model = load_bundle(bundle_dir)
     task = get_task(kind)
     if model.card.get("task", "muon") != kind:
         raise ModelError(
-            f"{bundle_dir}: champion was trained for task {model.card.get('task')!r}, not {kind!r}"
+            f"{bundle_dir}: champion was trained for task "
+            f"{model.card.get('task')!r}, not {kind!r}"
         )
     test = load_split(data_dir, "test")
     metrics = task.rmse(test, model.predict(test[list(task.inputs)].to_numpy()))
@@ -276,6 +299,15 @@ def score_champion(
         metrics,
     )
     return Champion(record, metrics, rescored=True)
+
+
+def _champion_bundle(
+    record: dict[str, Any], champion_dir: Path | None, kind: str
+) -> Path | None:
+    if champion_dir is not None and (champion_dir / kind / CHAMPION_RECORD).exists():
+        return champion_dir / kind / CHAMPION_BUNDLE
+    bundle = record.get("bundle")
+    return Path(bundle) if bundle else None
 
 
 def _champion_summary(champion: Champion | None) -> dict[str, Any] | None:
@@ -292,24 +324,18 @@ def _champion_summary(champion: Champion | None) -> dict[str, Any] | None:
     }
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, fix: str = "write it again") -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        document = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise InputFileError(f"{path}: invalid JSON ({error})") from error
+        raise InputFileError(f"{path}: invalid JSON ({error}); {fix}") from error
+    if not isinstance(document, dict):
+        raise InputFileError(f"{path}: expected a JSON object; {fix}")
+    return document
 
 
-def approve_kind(
-    kind: str,
-    metrics_path: Path,
-    settings: ApproveSettings,
-    models_root: Path,
-    champion_dir: Path | None,
-    data_dir: Path | None,
-    fixed_point_path: Path | None,
-) -> dict[str, Any]:
-    """Return the ``approved.json`` entry of one kind."""
-    entry: dict[str, Any] = {
+def _empty_entry() -> dict[str, Any]:
+    return {
         "approved": False,
         "model": None,
         "bundle": None,
@@ -322,58 +348,92 @@ def approve_kind(
         "rejections": {},
         "message": NO_MODEL_MESSAGE,
     }
+
+
+def approve_kind(
+    kind: str,
+    metrics_path: Path,
+    settings: ApproveSettings,
+    model_dirs: list[Path],
+    champion_dir: Path | None = None,
+    data_dir: Path | None = None,
+    fixed_point_path: Path | None = None,
+    champion_file: Path | None = None,
+) -> dict[str, Any]:
+    """Return the ``approved.json`` entry of one kind.
+
+    Args:
+        kind: ``muon`` or ``jet``.
+        metrics_path: the evaluation's metrics JSON; when missing, nothing is approved.
+        settings: margins and tolerances.
+        model_dirs: folders holding ``<name>/`` bundles. A model without a
+            bundle there is rejected; with no folder at all the bundle check is
+            skipped and ``bundle`` stays null.
+        champion_dir: registry folder of the champions, or None.
+        data_dir: pre-processed splits, to re-score the champion on their test split.
+        fixed_point_path: ``<kind>_csim.json`` of the fixed-point emulation, if any.
+        champion_file: ``approved.json``-like record of the served champions, if any.
+    """
+    entry = _empty_entry()
     if not metrics_path.exists():
         entry["detail"] = f"no {kind} evaluation: {metrics_path} not found"
         return entry
 
-    metrics_doc = _read_json(metrics_path)
+    metrics_doc = _read_json(metrics_path, "run 'l1recal evaluate' again")
     if BASELINE not in metrics_doc:
         raise InputFileError(
             f"{metrics_path}: no {BASELINE!r} entry; write it with 'l1recal evaluate'"
         )
-    record = load_champion_record(champion_dir, kind) if champion_dir else None
-    champion = (
-        score_champion(record, champion_dir, kind, data_dir)
-        if record is not None and champion_dir is not None
-        else None
-    )
+    record = load_champion_record(champion_dir, kind, champion_file)
+    champion = None
+    if record is not None:
+        bundle_dir = _champion_bundle(record, champion_dir, kind)
+        champion = score_champion(record, bundle_dir, kind, data_dir)
     fixed_point = None
     if fixed_point_path is not None and fixed_point_path.exists():
-        fixed_point = _read_json(fixed_point_path)
+        fixed_point = _read_json(fixed_point_path, "run 'l1recal hls csim' again")
 
     # A model without a bundle cannot be served, so it is rejected before the gate.
-    bundles = {
-        name: find_bundle(models_root, kind, name)
-        for name in candidate_names(metrics_doc)
-    }
-    missing = {name for name, path in bundles.items() if path is None}
+    names = candidate_names(metrics_doc)
+    check_bundles = any(folder.is_dir() for folder in model_dirs)
+    if not check_bundles:
+        logger.warning(
+            "%s: no model folder found (%s); bundles are not checked",
+            kind,
+            ", ".join(str(folder) for folder in model_dirs) or "none given",
+        )
+    bundles = {name: find_bundle(model_dirs, kind, name) for name in names}
+    missing = {name for name in names if check_bundles and bundles[name] is None}
     gated = {key: value for key, value in metrics_doc.items() if key not in missing}
     decision = decide(gated, settings, champion, fixed_point)
+    searched = ", ".join(str(folder) for folder in model_dirs)
     rejections = {
-        name: [f"no bundle under {models_root / kind}/<family>/{name}"]
-        for name in missing
+        name: [f"no {kind} bundle named {name} in {searched}"]
+        for name in sorted(missing)
     }
     rejections.update(decision["rejections"])
-
-    entry["rejections"] = rejections
-    entry["champion"] = _champion_summary(champion)
-    entry["ranking"] = decision["ranking"]
-    entry["champion_compared"] = champion is not None
+    entry.update(
+        rejections=rejections,
+        champion=_champion_summary(champion),
+        ranking=decision["ranking"],
+    )
     if decision["model"] is None:
-        entry["detail"] = f"every {kind} model was rejected" + (
-            f"; champion {record.get('model')} stays" if record else ""
-        )
+        stays = f"; champion {record.get('model')} stays" if record else ""
+        entry["detail"] = f"every {kind} model was rejected{stays}"
         return entry
 
     name = decision["model"]
     bundle = bundles[name]
-    card = json.loads((bundle / MODEL_CARD_FILE).read_text())
-    digest = bundle_digest(bundle)
-    unchanged = record is not None and record.get("bundle_sha256") == digest
+    card = json.loads((bundle / MODEL_CARD_FILE).read_text()) if bundle else {}
+    digest = bundle_digest(bundle) if bundle else None
+    unchanged = record is not None and (
+        (digest is not None and record.get("bundle_sha256") == digest)
+        or (digest is None and record.get("model") == name)
+    )
     entry.update(
         approved=True,
         model=name,
-        bundle=str(bundle),
+        bundle=str(bundle) if bundle else None,
         family=card.get("family"),
         metrics=decision["metrics"],
         bundle_sha256=digest,
@@ -390,13 +450,18 @@ def approve_kind(
     return entry
 
 
-def promote(entry: dict[str, Any], kind: str, champion_dir: Path) -> None:
-    """Make an approved model the champion: copy its bundle and write its record, atomically."""
-    if not entry["approved"]:
-        return
+def promote(entry: dict[str, Any], kind: str, champion_dir: Path) -> bool:
+    """Make an approved model the champion: copy its bundle and write its record, atomically.
+
+    Returns:
+        True when the champion changed; False when nothing was approved, the
+        approved model has no bundle, or it already is the champion.
+    """
+    if not entry["approved"] or entry["bundle"] is None:
+        return False
     current = load_champion_record(champion_dir, kind)
     if current is not None and current.get("bundle_sha256") == entry["bundle_sha256"]:
-        return
+        return False
     record = {
         "model": entry["model"],
         "family": entry["family"],
@@ -415,17 +480,20 @@ def promote(entry: dict[str, Any], kind: str, champion_dir: Path) -> None:
     logger.info(
         "%s: %s promoted to champion in %s", kind, entry["model"], champion_dir / kind
     )
+    return True
 
 
 def run_approve(
     settings: ApproveSettings,
     metrics_paths: dict[str, Path],
     output_path: Path,
-    models_root: Path = Path("models"),
+    model_dirs: list[Path] | None = None,
     champion_dir: Path | None = None,
-    data_dirs: dict[str, Path] | None = None,
-    fixed_point_dir: Path | None = None,
+    data_dirs: dict[str, Path | None] | None = None,
+    fixed_point_paths: dict[str, Path | None] | None = None,
     promote_approved: bool = False,
+    champion_file: Path | None = None,
+    models_root: Path = Path("models"),
 ) -> dict[str, Any]:
     """Decide per kind, write ``approved.json`` and, with ``promote_approved``, update the champions.
 
@@ -434,28 +502,35 @@ def run_approve(
         metrics_paths: evaluation metrics JSON per kind; a missing file means no
             model of that kind is approved.
         output_path: the ``approved.json`` to write.
-        models_root: folder holding ``<kind>/<family>/<name>/`` bundles.
-        champion_dir: registry folder of the champions; None for no champion.
+        model_dirs: folders holding ``<name>/`` bundles of any kind; None
+            searches ``<models_root>/<kind>/<family>/``.
+        champion_dir: registry folder of the champions; None for none.
         data_dirs: pre-processed split folder per kind, to re-score the champion.
-        fixed_point_dir: folder of ``<kind>_csim.json`` fixed-point results, if any.
+        fixed_point_paths: ``<kind>_csim.json`` per kind, where it exists.
         promote_approved: copy each newly approved model into ``champion_dir``.
+        champion_file: ``approved.json``-like record of the served champions,
+            used for a kind the registry has no champion of.
+        models_root: root of the default model folders.
 
     Returns:
         The document written to ``output_path``.
     """
     document: dict[str, Any] = {}
     for kind in KINDS:
-        fixed_point_path = (
-            fixed_point_dir / f"{kind}_csim.json" if fixed_point_dir else None
+        folders = (
+            model_dirs
+            if model_dirs is not None
+            else default_model_dirs(models_root, kind)
         )
         document[kind] = approve_kind(
             kind,
             metrics_paths[kind],
             settings,
-            models_root,
+            folders,
             champion_dir,
             (data_dirs or {}).get(kind),
-            fixed_point_path,
+            (fixed_point_paths or {}).get(kind),
+            champion_file,
         )
         logger.info("%s: %s", kind, document[kind]["message"])
     write_json(output_path, document)
