@@ -1,0 +1,1 @@
+"""HLS firmware of the trained models: hls4ml conversion, C simulation, synthesis and estimates."""
