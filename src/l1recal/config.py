@@ -246,6 +246,90 @@ class ApproveSettings(Settings):
         return self
 
 
+class HlsSettings(Settings):
+    """Settings of ``l1recal hls``: hls4ml conversion, C simulation and synthesis of the firmware."""
+
+    backend: Literal["Vitis", "Vivado"] = Field(
+        "Vitis", description="hls4ml backend; Vitis needs vitis-run, Vivado needs vivado_hls."
+    )
+    part: str = Field(
+        "xcvu13p-flga2577-2-e",
+        description="Xilinx FPGA part (Virtex UltraScale+ of the L1 scouting boards).",
+    )
+    clock_period_ns: float = Field(
+        4.16, gt=0, description="Target clock period in ns (4.16 ns is 240 MHz)."
+    )
+    precision: str = Field(
+        "ap_fixed<16,6>",
+        description="Default fixed-point type of inputs, weights and activations.",
+    )
+    layer_precision: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per-layer overrides, layer name -> {result|weight|bias|accum|table: type}; "
+            "Dense results stay 'auto' unless set here, so BatchNorm folds into them."
+        ),
+    )
+    reuse_factor: int = Field(
+        1, gt=0, description="Multiplications sharing one multiplier; 1 is fully parallel."
+    )
+    strategy: Literal["Latency", "Resource"] = Field(
+        "Latency", description="hls4ml Dense implementation strategy."
+    )
+    io_type: Literal["io_parallel", "io_stream"] = Field(
+        "io_parallel", description="Firmware interface: parallel arrays or AXI streams."
+    )
+    elu_table_size: int = Field(
+        4096,
+        gt=0,
+        description="Entries of the exp(z) - 1 lookup table over z in [-8, 0] (Falkon Gaussian kernel).",
+    )
+    scan_widths: list[int] = Field(
+        default_factory=lambda: [8, 10, 12, 14, 16, 18, 20],
+        min_length=1,
+        description="Total widths W of the precision scan, ap_fixed<W, scan_integer_bits>.",
+    )
+    scan_integer_bits: int = Field(
+        6, gt=0, description="Integer bits I of every type in the precision scan."
+    )
+    scan_tolerance: float = Field(
+        0.01,
+        ge=0,
+        description="Relative RMSE loss per metric below which a scanned width counts as safe.",
+    )
+    max_test_rows: int = Field(
+        0,
+        ge=0,
+        description="Test rows emulated per model; 0 uses the whole test split.",
+    )
+
+    @model_validator(mode="after")
+    def _check_types(self) -> HlsSettings:
+        from l1recal.fpga.precision import parse_fixed
+
+        types = {"precision": self.precision}
+        for layer, layer_types in self.layer_precision.items():
+            for key, text in layer_types.items():
+                if key not in {"result", "weight", "bias", "accum", "table"}:
+                    raise ValueError(
+                        f"layer_precision.{layer}.{key}: unknown type key; "
+                        "use result, weight, bias, accum or table"
+                    )
+                if text != "auto":
+                    types[f"layer_precision.{layer}.{key}"] = text
+        for field, text in types.items():
+            try:
+                parse_fixed(text)
+            except ConfigError as error:
+                raise ValueError(f"{field}: {error}") from None
+        if any(not self.scan_integer_bits < width <= 64 for width in self.scan_widths):
+            raise ValueError(
+                f"scan_widths {self.scan_widths} must each exceed scan_integer_bits "
+                f"({self.scan_integer_bits}) and be at most 64"
+            )
+        return self
+
+
 SettingsT = TypeVar("SettingsT", bound=Settings)
 
 
