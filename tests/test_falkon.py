@@ -125,3 +125,26 @@ def test_invalid_settings_rejected():
         Falkon(Kernel("gaussian"), 10, 0.0)
     with pytest.raises(ConfigError, match="exceeds the 5 training rows"):
         Falkon(Kernel("gaussian"), 10, 1e-3).fit(np.zeros((5, 2)), np.zeros(5))
+
+
+def test_weighted_fit_equals_weighted_krr():
+    x, y = _regression_data(120)
+    n, penalty = len(x), 1e-3
+    weights = np.random.default_rng(4).uniform(0.2, 3.0, size=y.shape)
+    kernel = Kernel("gaussian", sigma=0.5)
+    model = Falkon(kernel, centres=n, penalty=penalty, max_iterations=400, seed=0, device=torch.device("cpu"))
+    model.fit(x, y, sample_weight=weights)
+    x_test = np.random.default_rng(8).random((30, 4))
+    k_nn = kernel(torch.tensor(x), torch.tensor(x)).numpy()
+    k_test = kernel(torch.tensor(x_test), torch.tensor(x)).numpy()
+    # Per column: minimise (1/n) sum w (K a - y)^2 + lambda a^T K a, so (W K + n lambda I) a = W y.
+    for column in range(y.shape[1]):
+        w = weights[:, column]
+        coefficients = np.linalg.solve(w[:, None] * k_nn + n * penalty * np.eye(n), w * y[:, column])
+        assert_allclose(model.predict(x_test)[:, column], k_test @ coefficients, rtol=1e-6, atol=1e-7)
+
+
+def test_weight_shape_checked():
+    x, y = _regression_data(50)
+    with pytest.raises(ConfigError, match=r"sample_weight has shape \(50, 3\), expected \(50, 2\)"):
+        Falkon(Kernel("gaussian"), 10, 1e-3).fit(x, y, sample_weight=np.ones((50, 3)))

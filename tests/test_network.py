@@ -56,6 +56,8 @@ def test_network_trains_saves_and_reloads(small_splits, tmp_path):
     history = bundle.card["history"]
     assert history["val_loss"][-1] < history["val_loss"][0]
     assert bundle.card["epochs_run"] == 4
+    assert bundle.card["pt_weighting"] == "relative"
+    assert bundle.card["task"] == "muon"
 
     inputs = load_split(small_splits, "test")[list(MUON_INPUTS)].to_numpy()
     reloaded = load_bundle(tmp_path / "network" / "nn_id8")

@@ -27,6 +27,14 @@ SMALL_PARAMS = {
             }
         ]
     },
+    "tune": {
+        "base": {"name": "tune_base", "centres": 20, "max_iterations": 10},
+        "sweeps": [
+            {"parameter": "sigma", "values": [0.3, 1.0]},
+            {"parameter": "penalty", "values": [1e-6, 1e-4]},
+            {"parameter": "centres", "values": [10, 20]},
+        ],
+    },
 }
 
 
@@ -68,16 +76,18 @@ def pipeline_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_runs_every_stage(pipeline_copy):
     result = _run(["dvc", "repro"], pipeline_copy)
-    for stage in ("ingest", "preprocess", "train_network", "train_falkon", "evaluate"):
-        assert f"Running stage '{stage}'" in result.stdout
-    lock = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {
+    muon_stages = {
         "ingest",
         "preprocess",
         "train_network",
         "train_falkon",
+        "tune",
         "evaluate",
     }
+    for stage in muon_stages:
+        assert f"Running stage '{stage}'" in result.stdout
+    lock = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())
+    assert set(lock["stages"]) >= muon_stages
 
 
 def test_models_beat_l1_baseline(pipeline_copy):

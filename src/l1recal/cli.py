@@ -29,6 +29,15 @@ train_app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 
+from l1recal.fpga.cli import hls_app  # noqa: E402 (light: typer only)
+
+app.add_typer(hls_app, name="hls")
+
+from l1recal.kfp.cli import kfp_app, retrain  # noqa: E402 (light: typer only)
+
+app.add_typer(kfp_app, name="kfp")
+app.command("retrain")(retrain)
+
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="Parameter file with one section per stage.")
 ]
@@ -305,6 +314,31 @@ def approve(
     )
     for kind, entry in document.items():
         typer.echo(f"{kind}: {entry['message']}")
+
+
+@app.command()
+def package(
+    approved: Annotated[
+        Path, typer.Argument(help="approved.json of 'l1recal approve'.")
+    ] = Path("reports/approved.json"),
+    export_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for one .bentomodel file per approved model; replaced whole."),
+    ] = Path("models/bentoml"),
+    record: Annotated[
+        Path, typer.Option(help="JSON record of the packaged models to write.")
+    ] = Path("reports/package.json"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Import the approved models into the BentoML model store (BENTOML_HOME) and export them."""
+    from l1recal.config import PackageSettings, load_section
+    from l1recal.serving.package import run_package
+
+    result = run_package(
+        load_section(params, "package", PackageSettings), approved, export_dir, record
+    )
+    for kind, entry in result.items():
+        typer.echo(f"{kind}: {entry.get('tag') or 'not packaged, ' + entry['message']}")
 
 
 def main() -> None:

@@ -67,6 +67,56 @@ class MuonPhysics(Settings):
     )
 
 
+class JetPhysics(Settings):
+    """Detector and spectrum settings of the jet simulator (approximate CMS values).
+
+    Tuned so that dR matching of the simulated events gives the matched PF-jet
+    fractions of the ZeroBias study (3.75 % of all PF jets, 59.6 % within
+    abs(eta) < 3) and an L1 relative pT residual RMSE near 1.10.
+    """
+
+    mean_central_jets: float = Field(
+        1.0, description="Mean number of PF jets per event with abs(eta) < 3 (before neighbours)."
+    )
+    central_pt_min_gev: float = Field(6.0, description="Lowest central PF jet pT in GeV.")
+    central_spectrum_index: float = Field(
+        3.0, description="Central PF jet spectrum dN/dpT ~ pT^-index."
+    )
+    neighbour_fraction: float = Field(
+        0.25,
+        description="Fraction of central jets with a close PF neighbour that the L1 jet absorbs.",
+    )
+    mean_forward_jets: float = Field(
+        19.0, description="Mean number of soft PF jets per event with 3 < abs(eta) < 5."
+    )
+    forward_pt_min_gev: float = Field(6.5, description="Lowest forward PF jet pT in GeV.")
+    forward_spectrum_index: float = Field(
+        4.2, description="Forward PF jet spectrum dN/dpT ~ pT^-index."
+    )
+    central_response: float = Field(
+        0.9, description="Raw L1 energy over PF pT for abs(eta) < 3, before calibration."
+    )
+    forward_response: float = Field(
+        0.12, description="Raw L1 energy over PF pT for abs(eta) > 3 (HF), before calibration."
+    )
+    noise_gev: float = Field(7.0, description="Noise term N of the L1 resolution, GeV.")
+    stochastic: float = Field(1.1, description="Stochastic term S of the L1 resolution, sqrt(GeV).")
+    constant: float = Field(0.06, description="Constant term C of the L1 resolution.")
+    pileup_offset_gev: float = Field(
+        1.0, description="Mean of the exponential pile-up energy added to each raw L1 jet, GeV."
+    )
+    seed_threshold_gev: float = Field(4.0, description="L1 jet seed tower threshold, GeV.")
+    seed_fraction: float = Field(
+        0.5, description="Share of the raw L1 jet energy in the seed tower."
+    )
+    position_sigma: float = Field(
+        0.1, description="Gaussian L1 jet position resolution in eta and in phi (rad), abs(eta) < 3."
+    )
+    mean_pileup_l1_jets: float = Field(
+        0.5, description="Mean number of L1 jets per event from pile-up, with no PF partner."
+    )
+
+
 class SimulateSettings(Settings):
     """Settings of ``l1recal simulate``."""
 
@@ -86,6 +136,10 @@ class SimulateSettings(Settings):
         description="L1 pT window (GeV) of the noise floor; match preprocess.pt_min/max_gev.",
     )
     physics: MuonPhysics = MuonPhysics()
+    jet_events: int = Field(
+        100_000, ge=0, description="Number of ZeroBias jet events written (0: no jet file)."
+    )
+    jet_physics: JetPhysics = JetPhysics()
 
 
 class IngestSettings(Settings):
@@ -94,6 +148,46 @@ class IngestSettings(Settings):
     batch_rows: int = Field(
         65_536, gt=0, description="Events read per chunk (bounds memory)."
     )
+
+
+class JetIngestSettings(Settings):
+    """Settings of ``l1recal ingest --task jet``."""
+
+    batch_rows: int = Field(
+        16_384, gt=0, description="Events read per chunk (bounds memory: 420 dR values per event)."
+    )
+    abs_eta_max: float | None = Field(
+        None,
+        gt=0,
+        description="Match only PF and L1 jets with abs(eta) below this; null keeps every jet.",
+    )
+
+
+class JetPreprocessSettings(Settings):
+    """Settings of ``l1recal preprocess --task jet``."""
+
+    pt_min_gev: float = Field(
+        0.0, ge=0, description="Keep L1 jets with pT above this (GeV, exclusive)."
+    )
+    pt_max_gev: float = Field(
+        1024.0, description="Keep L1 jets with pT below this (GeV, exclusive)."
+    )
+    split: tuple[float, float, float] = Field(
+        (0.65, 0.20, 0.15), description="Train, validation and test fractions."
+    )
+    seed: int = Field(42, description="Seed of the random split.")
+
+    @model_validator(mode="after")
+    def _check(self) -> JetPreprocessSettings:
+        if not self.pt_min_gev < self.pt_max_gev:
+            raise ValueError(
+                f"pt_min_gev ({self.pt_min_gev}) must be below pt_max_gev ({self.pt_max_gev})"
+            )
+        if any(f <= 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-9:
+            raise ValueError(
+                f"split fractions must be positive and sum to 1, got {self.split}"
+            )
+        return self
 
 
 class PreprocessSettings(Settings):
@@ -123,8 +217,17 @@ class PreprocessSettings(Settings):
         return self
 
 
+PtWeighting = Literal["relative", "none"]
+_PT_WEIGHTING_HELP = (
+    "relative: weight the pT-correction loss by 1 / pT_offline^2, so training minimises the"
+    " relative residual (pT - pT_offline) / pT_offline that the evaluation scores; none: plain loss."
+)
+
+
 class NetworkTrainSettings(Settings):
     """Settings of ``l1recal train network``."""
+
+    pt_weighting: PtWeighting = Field("relative", description=_PT_WEIGHTING_HELP)
 
     presets: list[int] = Field(
         [4], min_length=1, description="Network preset IDs (study's Table 6)."
@@ -143,41 +246,91 @@ class NetworkTrainSettings(Settings):
     seed: int = Field(7, description="Seed of weight initialisation and shuffling.")
 
 
-class FalkonModelSettings(Settings):
-    """One Falkon model: kernel, Nystrom centres and solver settings."""
+#: The study's Falkon configurations. Sigma and lambda were tuned on the
+#: simulated default data with ``l1recal tune`` (inputs min-max scaled to [0, 1]).
+FALKON_PRESETS: dict[str, dict] = {
+    "gaussian_m500": {"kernel": "gaussian", "centres": 500, "sigma": 0.5, "penalty": 1e-6, "max_iterations": 50},
+    "gaussian_m100": {"kernel": "gaussian", "centres": 100, "sigma": 0.5, "penalty": 1e-6, "max_iterations": 30},
+    "linear_m100": {"kernel": "linear", "centres": 100, "sigma": 1.0, "beta": 1.0, "penalty": 1e-6},
+    "polynomial_m100_deg5": {
+        "kernel": "polynomial",
+        "centres": 100,
+        "degree": 5,
+        "alpha": 1.0,
+        "beta": 1.0,
+        "penalty": 1e-6,
+    },
+}
 
-    name: str = Field(
-        description="Model name used in reports, e.g. falkon_gaussian_m100."
-    )
+
+class FalkonModelSettings(Settings):
+    """One Falkon model: kernel, Nystrom centres and solver settings.
+
+    With ``preset`` set, the preset's values fill every field not given
+    explicitly, and ``name`` defaults to ``falkon_<preset>``.
+    """
+
+    preset: str | None = Field(None, description=f"Named configuration: one of {', '.join(FALKON_PRESETS)}.")
+    name: str = Field(description="Model name used in reports, e.g. falkon_gaussian_m100.")
     kernel: Literal["gaussian", "linear", "polynomial"] = "gaussian"
     centres: int = Field(100, gt=0, description="Number M of Nystrom centres.")
-    sigma: float = Field(
-        0.5,
-        gt=0,
-        description="Kernel length scale, in units of the [0, 1] scaled inputs.",
-    )
+    sigma: float = Field(0.5, gt=0, description="Kernel length scale, in units of the [0, 1] scaled inputs.")
     penalty: float = Field(1e-6, gt=0, description="Ridge penalty lambda.")
     degree: int = Field(5, gt=0, description="Polynomial kernel degree.")
-    alpha: float = Field(
-        1.0, description="Polynomial kernel slope alpha in (alpha x.c + beta)^degree."
-    )
-    beta: float = Field(
-        1.0, description="Offset beta of the linear and polynomial kernels."
-    )
+    alpha: float = Field(1.0, description="Polynomial kernel slope alpha in (alpha x.c + beta)^degree.")
+    beta: float = Field(1.0, description="Offset beta of the linear and polynomial kernels.")
     max_iterations: int = Field(30, gt=0, description="Conjugate-gradient iterations.")
     seed: int = Field(11, description="Seed of the Nystrom centre draw.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, values: object) -> object:
+        if not isinstance(values, dict) or values.get("preset") is None:
+            return values
+        preset = values["preset"]
+        if preset not in FALKON_PRESETS:
+            raise ValueError(f"unknown Falkon preset {preset!r}; valid presets: {', '.join(FALKON_PRESETS)}")
+        return {"name": f"falkon_{preset}", **FALKON_PRESETS[preset], **values}
 
 
 class FalkonTrainSettings(Settings):
     """Settings of ``l1recal train falkon``."""
 
+    pt_weighting: PtWeighting = Field("relative", description=_PT_WEIGHTING_HELP)
+
     models: list[FalkonModelSettings] = Field(
-        default_factory=lambda: [FalkonModelSettings(name="falkon_gaussian_m100")],
+        default_factory=lambda: [FalkonModelSettings(preset="gaussian_m100")],
         min_length=1,
     )
     block_memory_mb: int = Field(
         512, gt=0, description="Memory budget of one kernel block, in MB."
     )
+
+
+class TuneSweep(Settings):
+    """One tuning curve: a Falkon setting varied with the others fixed."""
+
+    parameter: Literal["sigma", "penalty", "centres"] = Field(description="Setting to vary.")
+    values: list[float] = Field(min_length=2, description="Values to try (sigma unitless, penalty lambda, M).")
+
+
+class TuneSettings(Settings):
+    """Settings of ``l1recal tune``: Falkon tuning curves on the validation split."""
+
+    base: FalkonModelSettings = Field(
+        default_factory=lambda: FalkonModelSettings(preset="gaussian_m100"),
+        description="The fixed settings; each sweep varies one of them.",
+    )
+    sweeps: list[TuneSweep] = Field(
+        default_factory=lambda: [
+            TuneSweep(parameter="sigma", values=[0.1, 0.2, 0.3, 0.5, 1.0, 2.0]),
+            TuneSweep(parameter="penalty", values=[1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4]),
+            TuneSweep(parameter="centres", values=[25, 50, 100, 200, 300]),
+        ],
+        min_length=1,
+    )
+    pt_weighting: PtWeighting = Field("relative", description=_PT_WEIGHTING_HELP)
+    block_memory_mb: int = Field(512, gt=0, description="Memory budget of one kernel block, in MB.")
 
 
 class EvaluateSettings(Settings):
@@ -328,6 +481,94 @@ class HlsSettings(Settings):
                 f"({self.scan_integer_bits}) and be at most 64"
             )
         return self
+
+
+class _ValidateCommon(Settings):
+    """Thresholds shared by the muon and jet ``validate`` stages."""
+
+    batch_rows: int = Field(
+        250_000,
+        gt=0,
+        description="Events of a raw file validated per chunk (bounds memory; one Data Docs page per chunk).",
+    )
+    min_rows: int = Field(
+        1_000,
+        ge=0,
+        description="Fewest rows a flattened table may have; fewer fails the row-count expectation.",
+    )
+    max_duplicate_fraction: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Largest allowed fraction of flattened-table rows that repeat an earlier row exactly.",
+    )
+    examples: int = Field(
+        5,
+        gt=0,
+        le=20,
+        description="Unexpected values kept per failed expectation in the reports.",
+    )
+
+
+class ValidateSettings(_ValidateCommon):
+    """Settings of ``l1recal validate`` for raw muon events and the flattened muon table."""
+
+    max_offline_pt_gev: float = Field(
+        255.0,
+        gt=0,
+        description="Largest offline muon pT (ptReco) accepted, GeV.",
+    )
+    max_abs_offline_eta: float = Field(
+        2.45,
+        gt=0,
+        description="Largest abs(eta) accepted for etaVtxReco and etaExtRecoSt1.",
+    )
+
+
+class JetValidateSettings(_ValidateCommon):
+    """Settings of ``l1recal validate`` for raw jet events and the flattened jet tables."""
+
+    max_abs_pf_eta: float = Field(
+        5.2,
+        gt=0,
+        description="Largest abs(eta) accepted for a PF jet (the HF acceptance ends at 5.19).",
+    )
+
+
+class PackageSettings(Settings):
+    """Settings of ``l1recal package``."""
+
+    export: bool = Field(
+        True,
+        description="Write one .bentomodel file per approved model into the export folder.",
+    )
+
+
+class ServingSettings(Settings):
+    """Settings of the BentoML service, read from the ``serving`` section of the file in L1RECAL_PARAMS."""
+
+    max_batch_size: int = Field(
+        16_384,
+        gt=0,
+        le=1_000_000,
+        description="Most objects in one request to a batch endpoint; larger requests get HTTP 400.",
+    )
+    adaptive_max_batch_size: int = Field(
+        1_024,
+        gt=0,
+        description="Most objects the adaptive-batching endpoints merge into one model call.",
+    )
+    adaptive_max_latency_ms: int = Field(
+        2_000,
+        gt=0,
+        description="Latency bound of the adaptive batcher in ms; requests queued longer get HTTP 503.",
+    )
+    required_kinds: list[Literal["muon", "jet"]] = Field(
+        [],
+        description="Kinds whose approved model must be loaded for /readyz to report ready; "
+        "empty: every kind present in the model store, and at least one.",
+    )
+    workers: int = Field(1, gt=0, description="BentoML worker processes.")
 
 
 SettingsT = TypeVar("SettingsT", bound=Settings)

@@ -33,6 +33,7 @@ class Task:
         inputs: physical L1 input columns of the splits.
         targets: correction columns (L1 minus offline) of the splits.
         metrics: metric names returned by ``rmse``.
+        offline_pt: offline pT column (GeV), the denominator of the relative pT residual.
         rmse: maps a split and predicted corrections (n, targets), or None for
             the uncorrected L1 baseline, to the RMSE per metric.
     """
@@ -41,11 +42,12 @@ class Task:
     inputs: tuple[str, ...]
     targets: tuple[str, ...]
     metrics: tuple[str, ...]
+    offline_pt: str
     rmse: Callable[[pd.DataFrame, np.ndarray | None], dict[str, float]]
 
 
-MUON = Task("muon", MUON_INPUTS, MUON_TARGETS, MUON_METRICS, muon_rmse)
-JET = Task("jet", JET_INPUTS, JET_TARGETS, JET_METRICS, jet_rmse)
+MUON = Task("muon", MUON_INPUTS, MUON_TARGETS, MUON_METRICS, "ptReco", muon_rmse)
+JET = Task("jet", JET_INPUTS, JET_TARGETS, JET_METRICS, "ptPF", jet_rmse)
 TASKS = {task.name: task for task in (MUON, JET)}
 
 

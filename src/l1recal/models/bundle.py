@@ -123,7 +123,8 @@ def load_bundle(directory: Path) -> Recalibrator:
     if family == "network":
         import keras
 
-        model = keras.saving.load_model(directory / KERAS_FILE)
+        # compile=False: inference needs no loss, and the weighted training loss is a custom class.
+        model = keras.saving.load_model(directory / KERAS_FILE, compile=False)
 
         def predict_scaled(x: np.ndarray) -> np.ndarray:
             return model.predict(x.astype(np.float32), batch_size=65_536, verbose=0)

@@ -102,12 +102,32 @@ class Falkon:
         self.solution: FalkonSolution | None = None
         self.residuals: list[float] = []
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Falkon:
-        """Fit on inputs ``x`` (n, d) and targets ``y`` (n, t) or (n,)."""
+    def fit(
+        self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> Falkon:
+        """Fit on inputs ``x`` (n, d) and targets ``y`` (n, t) or (n,).
+
+        Args:
+            sample_weight: optional non-negative weights, (n,) for all targets
+                or (n, t) per target; the data term becomes
+                (1/n) sum_i w_i (f(x_i) - y_i)^2. The preconditioner stays the
+                unweighted one, so weights far from 1 need more iterations.
+        """
         x_t = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
         y_t = torch.as_tensor(np.asarray(y), dtype=self.dtype, device=self.device)
         if y_t.ndim == 1:
             y_t = y_t[:, None]
+        weights = None
+        if sample_weight is not None:
+            weights = torch.as_tensor(
+                np.asarray(sample_weight), dtype=self.dtype, device=self.device
+            )
+            if weights.ndim == 1:
+                weights = weights[:, None].expand(-1, y_t.shape[1])
+            if weights.shape != y_t.shape:
+                raise ConfigError(
+                    f"sample_weight has shape {tuple(weights.shape)}, expected {tuple(y_t.shape)}"
+                )
         n = x_t.shape[0]
         if self.n_centres > n:
             raise ConfigError(
@@ -117,14 +137,18 @@ class Falkon:
         generator = np.random.default_rng(self.seed)
         centre_rows = np.sort(generator.choice(n, size=self.n_centres, replace=False))
         centres = x_t[torch.as_tensor(centre_rows, device=self.device)]
-        coefficients = self._solve(x_t, y_t, centres)
+        coefficients = self._solve(x_t, y_t, centres, weights)
         self.solution = FalkonSolution(
             self.kernel, centres.cpu().numpy(), coefficients.cpu().numpy()
         )
         return self
 
     def _solve(
-        self, x: torch.Tensor, y: torch.Tensor, centres: torch.Tensor
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        centres: torch.Tensor,
+        weights: torch.Tensor | None,
     ) -> torch.Tensor:
         n, m = x.shape[0], centres.shape[0]
         rows = block_rows(m, self.block_memory_mb, x.element_size())
@@ -150,6 +174,8 @@ class Falkon:
                     inner += block @ u
                 if v is not None:
                     inner += v[start : start + rows]
+                if weights is not None:
+                    inner *= weights[start : start + rows]
                 total += block.T @ inner
             return total
 

@@ -125,6 +125,39 @@ class TrainingRecord:
     history: dict[str, list[float]]
 
 
+def weighted_loss(loss: str, n_targets: int) -> Any:
+    """Return a Keras loss that weights each target column per sample.
+
+    It expects ``y_true`` of shape (n, 2 t): the t targets followed by their t
+    weights, and averages weight * loss(prediction - target) over the columns.
+    """
+    import keras
+
+    @keras.saving.register_keras_serializable(package="l1recal")
+    class WeightedTargetLoss(keras.losses.Loss):
+        def __init__(
+            self, base: str = loss, targets: int = n_targets, **kwargs: Any
+        ) -> None:
+            super().__init__(name=f"weighted_{base}", **kwargs)
+            self.base = base
+            self.targets = targets
+
+        def call(self, y_true: Any, y_pred: Any) -> Any:
+            ops = keras.ops
+            error = y_pred - y_true[:, : self.targets]
+            if self.base == "logcosh":
+                # log(cosh(e)) = e + softplus(-2 e) - log 2, stable for large |e|.
+                per_element = error + ops.softplus(-2.0 * error) - np.log(2.0)
+            else:
+                per_element = ops.square(error)
+            return ops.mean(per_element * y_true[:, self.targets :], axis=-1)
+
+        def get_config(self) -> dict:
+            return {**super().get_config(), "base": self.base, "targets": self.targets}
+
+    return WeightedTargetLoss()
+
+
 def train_network(
     preset: NetworkPreset,
     x_train: np.ndarray,
@@ -135,12 +168,15 @@ def train_network(
     max_epochs: int,
     patience: int,
     seed: int,
+    w_train: np.ndarray | None = None,
+    w_val: np.ndarray | None = None,
 ) -> tuple[Any, TrainingRecord]:
     """Train ``preset`` with early stopping on the validation loss, restoring the best weights.
 
     Args:
         x_train, x_val: scaled inputs, (n, d) float32.
         y_train, y_val: scaled targets, (n, t) float32.
+        w_train, w_val: optional per-target loss weights, (n, t); both or neither.
 
     Returns:
         The trained Keras model and its training record.
@@ -149,6 +185,13 @@ def train_network(
 
     keras.utils.set_random_seed(seed)
     model = build_network(preset, x_train.shape[1], y_train.shape[1])
+    if w_train is not None and w_val is not None:
+        model.compile(
+            optimizer=keras.optimizers.Adam(),
+            loss=weighted_loss(preset.loss, y_train.shape[1]),
+        )
+        y_train = np.concatenate([y_train, w_train], axis=1)
+        y_val = np.concatenate([y_val, w_val], axis=1)
     stopping = keras.callbacks.EarlyStopping(
         monitor="val_loss", patience=patience, restore_best_weights=True
     )

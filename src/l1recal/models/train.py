@@ -26,18 +26,24 @@ from l1recal.models.falkon import (
 from l1recal.models.kernels import Kernel
 from l1recal.models.network import get_preset, preset_card, train_network
 from l1recal.models.scalers import AffineScaler
+from l1recal.models.weights import pt_target_weights
 from l1recal.tasks import MUON, Task
 
 logger = logging.getLogger(__name__)
 
 
 def _scaled_split(
-    data_dir: Path, name: str, scalers: dict[str, AffineScaler], task: Task
-) -> tuple[np.ndarray, np.ndarray]:
+    data_dir: Path,
+    name: str,
+    scalers: dict[str, AffineScaler],
+    task: Task,
+    pt_weighting: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Return scaled inputs (n, d), scaled targets (n, t) and the loss weights of one split."""
     frame = load_split(data_dir, name)
     x = scalers["inputs"].transform(frame[list(task.inputs)].to_numpy())
     y = scalers["targets"].transform(frame[list(task.targets)].to_numpy())
-    return x, y
+    return x, y, pt_target_weights(frame, task, pt_weighting)
 
 
 def run_train_network(
@@ -50,8 +56,12 @@ def run_train_network(
     """
     presets = [get_preset(preset_id) for preset_id in settings.presets]
     scalers = load_scalers(data_dir)
-    x_train, y_train = _scaled_split(data_dir, "train", scalers, task)
-    x_val, y_val = _scaled_split(data_dir, "val", scalers, task)
+    x_train, y_train, w_train = _scaled_split(
+        data_dir, "train", scalers, task, settings.pt_weighting
+    )
+    x_val, y_val, w_val = _scaled_split(
+        data_dir, "val", scalers, task, settings.pt_weighting
+    )
 
     with atomic_path(output_dir, is_dir=True) as staging:
         for preset in presets:
@@ -71,6 +81,8 @@ def run_train_network(
                 settings.max_epochs,
                 settings.patience,
                 settings.seed,
+                w_train,
+                w_val,
             )
             bundle = staging / preset.name
             bundle.mkdir()
@@ -84,6 +96,7 @@ def run_train_network(
                     "task": task.name,
                     "preset": preset_card(preset),
                     "batch_size": settings.batch_size,
+                    "pt_weighting": settings.pt_weighting,
                     "seed": settings.seed,
                     "epochs_run": record.epochs_run,
                     "best_epoch": record.best_epoch,
@@ -109,9 +122,14 @@ def run_train_falkon(
 ) -> list[str]:
     """Train every Falkon model in ``settings.models``; one bundle per model under ``output_dir``."""
     scalers = load_scalers(data_dir)
-    x_train, y_train = _scaled_split(data_dir, "train", scalers, task)
-    x_val, y_val = _scaled_split(data_dir, "val", scalers, task)
-    use_library = falkon_library_available()
+    x_train, y_train, w_train = _scaled_split(
+        data_dir, "train", scalers, task, settings.pt_weighting
+    )
+    x_val, y_val, w_val = _scaled_split(
+        data_dir, "val", scalers, task, settings.pt_weighting
+    )
+    # The falkon package's solver has no per-target weights; with weighting on, the built-in one runs.
+    use_library = falkon_library_available() and w_train is None
 
     with atomic_path(output_dir, is_dir=True) as staging:
         for model_settings in settings.models:
@@ -152,12 +170,14 @@ def run_train_falkon(
                     model_settings.max_iterations,
                     model_settings.seed,
                     settings.block_memory_mb,
-                ).fit(x_train, y_train)
+                ).fit(x_train, y_train, w_train)
                 solution = estimator.solution
                 residuals = estimator.residuals
             seconds = time.perf_counter() - start
 
-            val_mse = float(np.mean((predict_solution(solution, x_val) - y_val) ** 2))
+            # The validation loss uses the training weights, as the network's val_loss does.
+            val_weights = 1.0 if w_val is None else w_val
+            val_mse = float(np.mean(val_weights * (predict_solution(solution, x_val) - y_val) ** 2))
             bundle = staging / model_settings.name
             bundle.mkdir()
             save_falkon(bundle, solution)
@@ -171,6 +191,7 @@ def run_train_falkon(
                     "kernel": kernel.to_dict(),
                     "settings": model_settings.model_dump(),
                     "solver": "falkon package" if use_library else "l1recal built-in",
+                    "pt_weighting": settings.pt_weighting,
                     "training_seconds": round(seconds, 2),
                     "train_rows": len(x_train),
                     "val_mse_scaled": val_mse,

@@ -7,6 +7,13 @@ hwEtaL1, hwSignL1) the best prediction of a correction is its conditional mean
 p* = E[1/pT] / E[1/pT^2]. The floor is the pooled within-cell spread of each
 metric, estimated on a large independent sample with one degree of freedom
 removed per cell, so that cells with few muons do not bias it low.
+
+The relative pT residual is heavy-tailed (a soft muon measured high), so its
+in-cell optimum needs many muons per cell. Its cells pool what the simulated pT
+response does not depend on: the charge, and eta inside bins of
+_PT_CELL_ETA_BINS hardware units (0.087). With exact cells the in-sample
+estimate came out about 8 % below the loss of the same per-cell optimum applied
+to an independent sample; with pooled cells the two agree within about 3 %.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from l1recal.units import (
 )
 
 _CHUNK_MUONS = 1_000_000
+_PT_CELL_ETA_BINS = 8
 
 
 def estimate_noise_floor(
@@ -59,6 +67,11 @@ def estimate_noise_floor(
                     "cell": _cell_key(sample.hw_pt, sample.hw_eta, sample.hw_sign)[
                         keep
                     ],
+                    "pt_cell": _cell_key(
+                        sample.hw_pt,
+                        np.abs(sample.hw_eta) // _PT_CELL_ETA_BINS,
+                        np.zeros_like(sample.hw_sign),
+                    )[keep],
                     "dphi": dphi[keep],
                     "deta": (muon_eta(sample.hw_eta) - sample.eta_vtx)[keep],
                     "inv_pt": 1.0 / sample.pt_reco[keep],
@@ -78,16 +91,18 @@ def estimate_noise_floor(
     for metric, column in (("phi", "dphi"), ("eta", "deta")):
         within = grouped[column].var(ddof=0) * grouped[column].count()
         floors[metric] = float(np.sqrt(within.sum() / dof))
-    sums = grouped[["inv_pt", "inv_pt2"]].sum()
+    pt_grouped = table.groupby("pt_cell")
+    sums = pt_grouped[["inv_pt", "inv_pt2"]].sum()
     # Per cell: min over p of sum (p / pT - 1)^2 = n - (sum 1/pT)^2 / sum 1/pT^2.
-    loss = grouped["inv_pt"].count() - sums["inv_pt"] ** 2 / sums["inv_pt2"]
-    floors["pt_rel"] = float(np.sqrt(loss.sum() / dof))
+    loss = pt_grouped["inv_pt"].count() - sums["inv_pt"] ** 2 / sums["inv_pt2"]
+    floors["pt_rel"] = float(np.sqrt(loss.sum() / (n_total - pt_grouped.ngroups)))
 
     floors["gmt_phi"] = float(np.sqrt(np.mean(table["dphi"] ** 2)))
     floors["gmt_eta"] = float(np.sqrt(np.mean(table["deta"] ** 2)))
     floors["gmt_pt_rel"] = float(np.sqrt(np.mean(table["pt_rel_l1"] ** 2)))
     floors["muons"] = n_total
     floors["cells"] = n_cells
+    floors["pt_cells"] = pt_grouped.ngroups
     return floors
 
 
