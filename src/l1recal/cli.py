@@ -29,6 +29,11 @@ train_app = typer.Typer(
 )
 app.add_typer(train_app, name="train")
 
+from l1recal.kfp.cli import kfp_app, retrain  # noqa: E402 (light: typer only)
+
+app.add_typer(kfp_app, name="kfp")
+app.command("retrain")(retrain)
+
 from l1recal.fpga.cli import hls_app  # noqa: E402 (light: typer only)
 
 app.add_typer(hls_app, name="hls")
