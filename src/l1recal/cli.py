@@ -78,13 +78,19 @@ def configure(
 def simulate(
     output_dir: Annotated[
         Path,
-        typer.Argument(help="Folder for muon_events.parquet and noise_floor.json."),
+        typer.Argument(
+            help="Folder for muon_events.parquet, jet_events.parquet and noise_floor.json."
+        ),
     ] = Path("data/raw"),
     params: ParamsOption = DEFAULT_PARAMS,
     events: Annotated[
         int | None, typer.Option(help="Override simulate.n_events.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Override simulate.seed.")] = None,
+    jet_events: Annotated[
+        int | None,
+        typer.Option(help="Override simulate.jet_events (0 writes no jet file)."),
+    ] = None,
 ) -> None:
     """Write simulated ZeroBias muon events in the raw layout, and their noise floor."""
     from l1recal.config import SimulateSettings, load_section
@@ -93,7 +99,11 @@ def simulate(
     settings = load_section(params, "simulate", SimulateSettings)
     overrides = {
         key: value
-        for key, value in (("n_events", events), ("seed", seed))
+        for key, value in (
+            ("n_events", events),
+            ("seed", seed),
+            ("jet_events", jet_events),
+        )
         if value is not None
     }
     if overrides:
@@ -103,38 +113,108 @@ def simulate(
 
 @app.command()
 def ingest(
-    input_path: Annotated[Path, typer.Argument(help="Raw event file (parquet).")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Raw event files or glob patterns (parquet, ROOT, HDF5, CSV)."
+        ),
+    ],
     output_path: Annotated[
-        Path, typer.Argument(help="Flattened muon table to write (parquet).")
+        Path,
+        typer.Argument(
+            help="Table to write (parquet): one row per matched muon, or per matched L1 jet."
+        ),
     ],
     stats: Annotated[
-        Path | None, typer.Option(help="Write event and muon counts as JSON here.")
+        Path | None,
+        typer.Option(
+            help="Write counts as JSON here: per-file muon counts, or the jet matching report."
+        ),
     ] = None,
+    matches: Annotated[
+        Path | None,
+        typer.Option(help="Jets: write one row per matched PF jet (parquet) here."),
+    ] = None,
+    column_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Column map YAML, or a shipped map name (default, l1ntuple, nanoaod)."
+        ),
+    ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Reader for every input: parquet, root, hdf5 or csv (default: by extension)."
+        ),
+    ] = None,
+    tree: Annotated[
+        str | None,
+        typer.Option(help="ROOT tree (or HDF5 group) to read, overriding the column map."),
+    ] = None,
+    skip_bad_files: Annotated[
+        bool,
+        typer.Option(
+            help="Skip and report inputs that fail to read, instead of stopping without output."
+        ),
+    ] = False,
     params: ParamsOption = DEFAULT_PARAMS,
+    task: TaskOption = "muon",
 ) -> None:
-    """Flatten raw events to one row per matched muon."""
-    from l1recal.config import IngestSettings, load_section
+    """Flatten raw events: one row per matched muon, or dR-match jets (--task jet)."""
+    from l1recal.config import IngestSettings, JetIngestSettings, load_section
+    from l1recal.data.column_map import load_column_map
+    from l1recal.tasks import get_task
+
+    get_task(task)
+    options = {
+        "column_map": load_column_map(column_map) if column_map else None,
+        "input_format": input_format,
+        "tree": tree,
+        "skip_bad_files": skip_bad_files,
+    }
+    if task == "jet":
+        from l1recal.data.jets import ingest_jets
+
+        settings = load_section(params, stage_section("ingest", task), JetIngestSettings)
+        ingest_jets(settings, inputs, output_path, matches, stats, **options)
+        return
     from l1recal.data.ingest import run_ingest
 
     run_ingest(
-        load_section(params, "ingest", IngestSettings), input_path, output_path, stats
+        load_section(params, "ingest", IngestSettings),
+        inputs,
+        output_path,
+        stats,
+        **options,
     )
 
 
 @app.command()
 def preprocess(
     input_path: Annotated[
-        Path, typer.Argument(help="Flattened muon table (parquet) from 'ingest'.")
+        Path,
+        typer.Argument(help="Flattened muon or jet table (parquet) from 'ingest'."),
     ],
     output_dir: Annotated[
         Path, typer.Argument(help="Folder for the train/val/test splits and scalers.")
     ],
     params: ParamsOption = DEFAULT_PARAMS,
+    task: TaskOption = "muon",
 ) -> None:
     """Apply the pre-processing steps and split into train, validation and test."""
-    from l1recal.config import PreprocessSettings, load_section
+    from l1recal.config import JetPreprocessSettings, PreprocessSettings, load_section
     from l1recal.data.preprocess import run_preprocess
+    from l1recal.tasks import get_task
 
+    get_task(task)
+    if task == "jet":
+        from l1recal.data.jet_preprocess import run_jet_preprocess
+
+        section = stage_section("preprocess", task)
+        run_jet_preprocess(
+            load_section(params, section, JetPreprocessSettings), input_path, output_dir
+        )
+        return
     run_preprocess(
         load_section(params, "preprocess", PreprocessSettings), input_path, output_dir
     )
