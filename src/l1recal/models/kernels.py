@@ -42,13 +42,14 @@ class Kernel:
     def __call__(self, x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
         """Return the kernel matrix k(x_i, c_j), shape (n, m)."""
         if self.name == "gaussian":
-            squared = (
-                (x * x).sum(dim=1, keepdim=True)
-                - 2.0 * x @ centres.T
-                + (centres * centres).sum(dim=1)[None, :]
+            # ||x - c||^2 = |x|^2 - 2 x.c + |c|^2, computed in place on one (n, m) buffer.
+            squared = torch.addmm(
+                (x * x).sum(dim=1, keepdim=True), x, centres.T, beta=1.0, alpha=-2.0
             )
+            squared.add_((centres * centres).sum(dim=1)[None, :])
             # Rounding can make the expanded squared distance slightly negative.
-            return torch.exp(-squared.clamp_min_(0.0) / (2.0 * self.sigma**2))
+            squared.clamp_min_(0.0).mul_(-1.0 / (2.0 * self.sigma**2))
+            return squared.exp_()
         if self.name == "linear":
             return self.beta + (x @ centres.T) / self.sigma**2
         return (self.alpha * (x @ centres.T) + self.beta) ** self.degree
