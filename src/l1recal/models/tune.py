@@ -6,6 +6,7 @@ and writes the validation RMSE per metric (JSON) and the curve (PNG).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -116,8 +117,6 @@ def run_tune(
     settings: TuneSettings, data_dir: Path, output_dir: Path, task: Task = MUON
 ) -> dict[str, list]:
     """Run every sweep and write ``<parameter>.json`` and ``<parameter>.png`` into ``output_dir``."""
-    import json
-
     results: dict[str, list] = {}
     with atomic_path(output_dir, is_dir=True) as staging:
         for curve in settings.sweeps:
