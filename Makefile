@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-all lint venv data clean
+.PHONY: demo test test-all lint venv data clean pipeline
 
 venv: $(STAMP)
 
@@ -40,6 +40,10 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+
+# Regenerate the golden copy of the compiled Kubeflow pipeline.
+pipeline: $(STAMP)
+	l1recal kfp compile pipelines/l1recal-training.yaml
 
 clean:
 	rm -rf data/interim data/processed models reports/*.json reports/*.md

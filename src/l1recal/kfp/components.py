@@ -297,21 +297,34 @@ def evaluate(
 
 @dsl.container_component
 def hls_csim(
-    network_models: Input[Model],
     splits: Input[Dataset],
+    network_models: Input[Model],
+    falkon_models: Input[Model],
     params: Input[Artifact],
     task: str,
     csim: Output[Metrics],
+    scan: Output[Metrics],
+    scan_plot: Output[Artifact],
+    table: Output[Markdown],
 ):
-    """Emulate the networks in fixed point with hls4ml and g++ (``l1recal hls csim``)."""
+    """Emulate every model at fixed point with hls4ml and g++ (``l1recal hls csim``)."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.fpga_tools,
         command=["l1recal", "hls", "csim"],
         args=[
-            network_models.path,
             splits.path,
-            "--output",
+            "--models",
+            network_models.path,
+            "--models",
+            falkon_models.path,
+            "--report",
             csim.path,
+            "--scan",
+            scan.path,
+            "--scan-plot",
+            scan_plot.path,
+            "--table",
+            table.path,
             "--params",
             params.path,
             "--task",
@@ -387,22 +400,31 @@ def approval_flag(approved: Input[Artifact], flag: OutputPath(str)):
 def hls_synth(
     approved: Input[Artifact],
     params: Input[Artifact],
-    fpga_tools_path: str,
     firmware: Output[Artifact],
     synthesis: Output[Metrics],
+    muon_network_models: Input[Model] = None,
+    muon_falkon_models: Input[Model] = None,
+    jet_network_models: Input[Model] = None,
+    jet_falkon_models: Input[Model] = None,
 ):
-    """Convert the approved models and synthesise them with the vendor tool (``l1recal hls synth``)."""
+    """Synthesise the approved models with the vendor tool (``l1recal hls synth``).
+
+    The vendor tool must be on ``PATH``; the pipeline mounts it from a volume.
+    ``--require-synthesis`` makes a missing tool fail the task, because the
+    task only runs when the user asked for synthesis. The model folders are
+    inputs so that the bundles ``approved.json`` names are present.
+    """
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.fpga_tools,
         command=["l1recal", "hls", "synth"],
         args=[
+            "--approved",
             approved.path,
-            "--firmware",
+            "--firmware-dir",
             firmware.path,
-            "--report",
+            "--metrics",
             synthesis.path,
-            "--tools",
-            fpga_tools_path,
+            "--require-synthesis",
             "--params",
             params.path,
         ],
@@ -410,12 +432,33 @@ def hls_synth(
 
 
 @dsl.container_component
-def package(approved: Input[Artifact], bentomodels: Output[Model]):
-    """Export the approved models as ``.bentomodel`` files (``l1recal package``)."""
+def package(
+    approved: Input[Artifact],
+    params: Input[Artifact],
+    bentomodels: Output[Model],
+    record: Output[Artifact],
+    muon_network_models: Input[Model] = None,
+    muon_falkon_models: Input[Model] = None,
+    jet_network_models: Input[Model] = None,
+    jet_falkon_models: Input[Model] = None,
+):
+    """Import the approved models into BentoML and export them as ``.bentomodel`` files (``l1recal package``).
+
+    The model folders are inputs so that the bundles ``approved.json`` names
+    are present in the task's container.
+    """
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.serving,
         command=["l1recal", "package"],
-        args=[approved.path, "--export", bentomodels.path],
+        args=[
+            approved.path,
+            "--export-dir",
+            bentomodels.path,
+            "--record",
+            record.path,
+            "--params",
+            params.path,
+        ],
     )
 
 
@@ -434,8 +477,8 @@ def roll_out(
 ):
     """Publish the packaged models, promote them to champions, restart serving (``l1recal kfp roll-out``).
 
-    The model folders are inputs only so that the approved bundles, which
-    ``approved.json`` names by path, are present in the task's container.
+    The model folders are inputs so that the bundles ``approved.json`` names
+    are present in the task's container.
     """
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.cpu,

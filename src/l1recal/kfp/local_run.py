@@ -80,11 +80,7 @@ class LocalRunner:
         self.spec = documents[0]
         self.workdir = workdir.resolve()
         self.arguments = arguments or {}
-        self.env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-            **(env or {}),
-        }
+        self.env_overrides = env or {}
         self.results: list[TaskResult] = []
         self._parameter_outputs: dict[str, dict[str, Any]] = {}
         self._artifact_outputs: dict[str, dict[str, Path]] = {}
@@ -189,7 +185,11 @@ class LocalRunner:
         result.command = command
         logger.info("running %s: %s", result.display_name, " ".join(command))
         completed = subprocess.run(
-            command, env=self.env, capture_output=True, text=True, check=False
+            command,
+            env=self._task_env(container),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         (task_dir / "log.txt").write_text(completed.stdout + completed.stderr)
         if completed.returncode != 0:
@@ -205,6 +205,19 @@ class LocalRunner:
             for key, path in parameter_files.items()
         }
         result.status = "done"
+
+
+    def _task_env(self, container: dict) -> dict[str, str]:
+        """Return the environment of one command: the task's own variables, then ``env``."""
+        environment = dict(os.environ)
+        for variable in container.get("env", []):
+            environment[variable["name"]] = variable["value"]
+        environment.update(self.env_overrides)
+        # The task's PATH names the container's folders; this environment's
+        # l1recal must still come first.
+        bin_dir = str(Path(sys.executable).parent)
+        environment["PATH"] = f"{bin_dir}{os.pathsep}{environment.get('PATH', '')}"
+        return environment
 
 
 @dataclass

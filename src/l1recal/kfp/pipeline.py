@@ -10,7 +10,7 @@ Node pools, volumes and secrets the pipeline expects (see ``k8s/README.md``):
 * GPU pool: label ``l1recal.io/pool=gpu``, taint ``nvidia.com/gpu=present:NoSchedule``.
 * FPGA-tools pool: label ``l1recal.io/pool=fpga-tools``, taint
   ``l1recal.io/fpga-tools=present:NoSchedule``; the vendor tools on the PVC
-  ``l1recal-fpga-tools`` (read-only).
+  ``l1recal-fpga-tools``, mounted at ``/opt/xilinx``.
 * Secret ``l1recal-dvc-remote`` with the DVC remote's S3 keys, read as
   environment variables by the data steps only.
 * PVCs ``l1recal-landing`` (new ZeroBias files) and ``l1recal-model-store``
@@ -48,13 +48,16 @@ GIT_SECRET = "l1recal-git"
 GIT_SECRET_ENV = {"token": "GIT_TOKEN"}
 
 FPGA_TOOLS_PVC = "l1recal-fpga-tools"
+#: Mount point of the vendor tools; ``bin/`` below it must hold ``vitis-run``
+#: (Vitis backend) or ``vivado_hls`` (Vivado backend).
+FPGA_TOOLS_MOUNT = "/opt/xilinx"
+FPGA_TOOLS_PATH_ENV = f"{FPGA_TOOLS_MOUNT}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 LANDING_PVC = "l1recal-landing"
 LANDING_MOUNT = "/mnt/landing"
 MODEL_STORE_PVC = "l1recal-model-store"
 MODEL_STORE_MOUNT = "/mnt/model-store"
 
 DEFAULT_REPO = "https://github.com/l1recal/l1recal.git"
-DEFAULT_FPGA_TOOLS_PATH = "/opt/xilinx"
 
 #: Stages wired into the pipeline: those whose ``l1recal`` sub-command exists.
 ALL_STAGES = (
@@ -78,7 +81,11 @@ READY_STAGES = (
     "train_network",
     "train_falkon",
     "evaluate",
+    "hls_csim",
     "approve",
+    "hls_synth",
+    "package",
+    "roll_out",
 )
 TASKS = ("muon", "jet")
 #: Tasks whose stage commands all exist (jets need ``ingest --task jet``).
@@ -196,7 +203,7 @@ def build_pipeline(
         jet_falkon_models: list = [],  # noqa: B006
         approve_settings: dict = {},  # noqa: B006
         synthesise: bool = False,
-        fpga_tools_path: str = DEFAULT_FPGA_TOOLS_PATH,
+        fpga_tools_pvc: str = FPGA_TOOLS_PVC,
         serving_deployment: str = "l1recal-serving",
         serving_namespace: str = "l1recal",
         model_store: str = MODEL_STORE_MOUNT,
@@ -223,8 +230,8 @@ def build_pipeline(
                 ``approve`` section; empty keeps it.
             synthesise: run hls4ml synthesis on the FPGA-tools pool for the
                 approved models.
-            fpga_tools_path: folder of the vendor tools inside the FPGA-tools
-                volume mount.
+            fpga_tools_pvc: PersistentVolumeClaim holding the vendor tools,
+                mounted at /opt/xilinx on the synthesis task.
             serving_deployment: serving Deployment restarted after roll-out.
             serving_namespace: namespace of the serving Deployment.
             model_store: path of the model store inside the task containers,
@@ -293,7 +300,7 @@ def build_pipeline(
             images,
             stages,
             synthesise=synthesise,
-            fpga_tools_path=fpga_tools_path,
+            fpga_tools_pvc=fpga_tools_pvc,
             serving_deployment=serving_deployment,
             serving_namespace=serving_namespace,
             model_store=model_store,
@@ -376,8 +383,9 @@ def _task_branch(
     if "hls_csim" in stages:
         csim = _named(
             c.hls_csim(
-                network_models=network.outputs["models"],
                 splits=splits,
+                network_models=network.outputs["models"],
+                falkon_models=falkon.outputs["models"],
                 params=params,
                 task=task,
             ),
@@ -396,7 +404,7 @@ def _approval_and_release(
     stages: frozenset[str],
     *,
     synthesise: PipelineChannel,
-    fpga_tools_path: PipelineChannel,
+    fpga_tools_pvc: PipelineChannel,
     serving_deployment: PipelineChannel,
     serving_namespace: PipelineChannel,
     model_store: PipelineChannel,
@@ -436,40 +444,43 @@ def _approval_and_release(
         SMALL,
     )
 
+    # Steps after the gate read the bundles that approved.json names, so
+    # the model folders travel with them as inputs.
+    bundles = {
+        f"{task}_{family}": artifacts[family]
+        for task, artifacts in branches.items()
+        for family in ("network_models", "falkon_models")
+    }
     with dsl.If(flag.outputs["flag"] == "true", name="model-approved"):
         if "hls_synth" in stages:
             with dsl.If(synthesise == True, name="synthesis-requested"):  # noqa: E712
                 synth = _named(
-                    c.hls_synth(
-                        approved=approved,
-                        params=params,
-                        fpga_tools_path=fpga_tools_path,
-                    ),
+                    c.hls_synth(approved=approved, params=params, **bundles),
                     "hls synth",
                     images.fpga_tools,
                 )
                 _on_fpga_pool(_sized(synth, SYNTHESIS))
-                kubernetes.mount_pvc(synth, FPGA_TOOLS_PVC, DEFAULT_FPGA_TOOLS_PATH)
+                kubernetes.mount_pvc(synth, fpga_tools_pvc, FPGA_TOOLS_MOUNT)
+                synth.set_env_variable("PATH", FPGA_TOOLS_PATH_ENV)
         if "package" in stages:
-            packaged = _sized(
-                _named(c.package(approved=approved), "package", images.serving),
-                SMALL,
+            packaged = _named(
+                c.package(approved=approved, params=params, **bundles),
+                "package",
+                images.serving,
             )
+            _sized(packaged, SMALL)
+            # BentoML writes its model store under BENTOML_HOME; keep it in
+            # the pod's scratch space, not in the image.
+            packaged.set_env_variable("BENTOML_HOME", "/tmp/bentoml")
             if "roll_out" in stages:
                 release = _named(
                     c.roll_out(
                         bentomodels=packaged.outputs["bentomodels"],
                         approved=approved,
                         model_store=model_store,
-                        muon_network_models=muon["network_models"],
-                        muon_falkon_models=muon["falkon_models"],
-                        **{
-                            f"jet_{key}": jet[key]
-                            for key in ("network_models", "falkon_models")
-                            if key in jet
-                        },
                         deployment=serving_deployment,
                         namespace=serving_namespace,
+                        **bundles,
                     ),
                     "roll out serving",
                     images.cpu,

@@ -1,0 +1,355 @@
+"""The compiled Kubeflow pipeline: golden copy, task graph, scheduling, commands, and the kfp CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+import yaml
+
+# typer 0.29 vendors click as typer._click; its UsageError covers unknown
+# options, extra arguments and missing required ones.
+from typer._click.exceptions import UsageError
+
+from conftest import REPO_ROOT
+from l1recal.cli import app
+from l1recal.kfp import pipeline, steps
+from l1recal.kfp.client import DEFAULT_PIPELINE_FILE, compile_pipeline
+from l1recal.kfp.local_run import _PLACEHOLDER
+
+GOLDEN = REPO_ROOT / DEFAULT_PIPELINE_FILE
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_pipeline(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
+
+
+@pytest.fixture(scope="module")
+def spec(compiled: Path) -> dict:
+    return next(iter(yaml.safe_load_all(compiled.read_text())))
+
+
+@pytest.fixture(scope="module")
+def platform(compiled: Path) -> dict:
+    documents = list(yaml.safe_load_all(compiled.read_text()))
+    return documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _all_tasks(spec: dict) -> dict[str, tuple[dict, list[str]]]:
+    """Return display name -> (task, names of the enclosing condition groups), over all DAGs."""
+    found: dict[str, tuple[dict, list[str]]] = {}
+
+    def walk(dag: dict, groups: list[str]) -> None:
+        for name, task in dag.get("tasks", {}).items():
+            component = spec["components"][task["componentRef"]["name"]]
+            if "dag" in component:
+                walk(component["dag"], [*groups, name])
+            else:
+                found[task["taskInfo"]["name"]] = (task, groups)
+
+    walk(spec["root"]["dag"], [])
+    return found
+
+
+def _executor(spec: dict, task: dict) -> str:
+    return spec["components"][task["componentRef"]["name"]]["executorLabel"]
+
+
+def _upstream(spec: dict, display_name: str) -> set[str]:
+    """Return the display names of every task the named task depends on, transitively."""
+    tasks = spec["root"]["dag"]["tasks"]
+    by_dag_name = {name: task["taskInfo"]["name"] for name, task in tasks.items()}
+    start = next(
+        name for name, task in tasks.items() if task["taskInfo"]["name"] == display_name
+    )
+    seen: set[str] = set()
+    pending = list(tasks[start].get("dependentTasks", []))
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            pending.extend(tasks[name].get("dependentTasks", []))
+    return {by_dag_name[name] for name in seen}
+
+
+def test_compiled_matches_golden(compiled: Path):
+    assert GOLDEN.exists(), f"{GOLDEN} missing; run 'make pipeline'"
+    assert compiled.read_text() == GOLDEN.read_text(), (
+        f"{GOLDEN} is out of date; run 'make pipeline' and commit it"
+    )
+
+
+def test_training_branches_independent(spec: dict):
+    for task in pipeline.READY_TASKS:
+        network = f"{task} train network"
+        falkon = f"{task} train falkon"
+        assert falkon not in _upstream(spec, network)
+        assert network not in _upstream(spec, falkon)
+        assert f"{task} preprocess" in _upstream(spec, network)
+        assert f"{task} preprocess" in _upstream(spec, falkon)
+
+
+def test_training_tasks_on_gpu_pool(spec: dict, platform: dict):
+    tasks = _all_tasks(spec)
+    for task_name in pipeline.READY_TASKS:
+        for family in ("network", "falkon"):
+            task, _ = tasks[f"{task_name} train {family}"]
+            label = _executor(spec, task)
+            resources = spec["deploymentSpec"]["executors"][label]["container"][
+                "resources"
+            ]
+            assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+            assert resources["accelerator"]["resourceCount"] == "1"
+            kubernetes = platform[label]
+            assert kubernetes["nodeSelector"]["labels"] == {"l1recal.io/pool": "gpu"}
+            assert {
+                "key": "nvidia.com/gpu",
+                "operator": "Equal",
+                "value": "present",
+                "effect": "NoSchedule",
+            } in kubernetes["tolerations"]
+
+
+def test_synthesis_on_fpga_pool_with_tools(spec: dict, platform: dict):
+    task, _ = _all_tasks(spec)["hls synth"]
+    label = _executor(spec, task)
+    kubernetes = platform[label]
+    assert kubernetes["nodeSelector"]["labels"] == {"l1recal.io/pool": "fpga-tools"}
+    assert kubernetes["tolerations"][0]["key"] == "l1recal.io/fpga-tools"
+    mount = kubernetes["pvcMount"][0]
+    assert mount["mountPath"] == pipeline.FPGA_TOOLS_MOUNT
+    assert mount["pvcNameParameter"] == {
+        "componentInputParameter": "pipelinechannel--fpga_tools_pvc"
+    }
+    environment = spec["deploymentSpec"]["executors"][label]["container"]["env"]
+    assert {"name": "PATH", "value": pipeline.FPGA_TOOLS_PATH_ENV} in environment
+
+
+def test_release_under_approval_condition(spec: dict):
+    tasks = _all_tasks(spec)
+    components = spec["components"]
+    root = spec["root"]["dag"]["tasks"]
+    for name in ("hls synth", "package", "roll out serving"):
+        _, groups = tasks[name]
+        assert groups, f"{name} runs outside any condition"
+        gate = root[groups[0]]
+        condition = gate["triggerPolicy"]["condition"]
+        assert "approval-flag" in condition
+        assert condition.endswith("== 'true'")
+        assert "approval-flag" in gate["dependentTasks"]
+    _, synth_groups = tasks["hls synth"]
+    inner = components[f"comp-{synth_groups[1]}"] if len(synth_groups) > 1 else None
+    assert inner is not None, "hls synth is not under the synthesise condition"
+    synth_gate = components[f"comp-{synth_groups[0]}"]["dag"]["tasks"][synth_groups[1]]
+    assert "synthesise" in synth_gate["triggerPolicy"]["condition"]
+
+
+def test_every_task_has_resources(spec: dict):
+    for name, (task, _) in _all_tasks(spec).items():
+        container = spec["deploymentSpec"]["executors"][_executor(spec, task)][
+            "container"
+        ]
+        resources = container.get("resources", {})
+        for key in ("cpuRequest", "cpuLimit", "memoryRequest", "memoryLimit"):
+            assert key in resources, f"{name} has no {key}"
+
+
+def test_data_steps_not_cached(spec: dict):
+    tasks = _all_tasks(spec)
+    for name in ("fetch data", "register new data"):
+        task, _ = tasks[name]
+        assert task["cachingOptions"] == {}, f"{name} may be served from cache"
+    training, _ = tasks["muon train network"]
+    assert training["cachingOptions"] == {"enableCache": True}
+
+
+def test_dvc_credentials_from_secret(spec: dict, platform: dict):
+    tasks = _all_tasks(spec)
+    with_secret = set()
+    for name, (task, _) in tasks.items():
+        for secret in platform.get(_executor(spec, task), {}).get("secretAsEnv", []):
+            if secret["secretName"] == pipeline.DVC_SECRET:
+                with_secret.add(name)
+                variables = {item["envVar"] for item in secret["keyToEnv"]}
+                assert variables == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert with_secret == {"fetch data", "register new data"}
+    text = GOLDEN.read_text()
+    assert "aws_secret_access_key:" not in text.lower()
+
+
+def test_ui_parameters(spec: dict):
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    for name in (
+        "data_revision",
+        "network_presets",
+        "falkon_models",
+        "approve_settings",
+        "synthesise",
+    ):
+        assert name in parameters
+        assert parameters[name].get("description"), f"{name} has no description"
+    assert parameters["synthesise"]["defaultValue"] is False
+
+
+def _click_command(path: list[str]):
+    command = typer.main.get_command(app)
+    for name in path:
+        assert hasattr(command, "commands"), (
+            f"{' '.join(path)}: no sub-commands before {name}"
+        )
+        assert name in command.commands, (
+            f"'l1recal {' '.join(path)}' is not a sub-command of the installed CLI"
+        )
+        command = command.commands[name]
+    return command
+
+
+def _sample_args(args: list[str], spec_inputs: dict) -> list[str]:
+    """Replace placeholders by sample values; expand IfPresent as if every input were present."""
+    samples = {
+        "STRING": "muon",
+        "LIST": "[]",
+        "STRUCT": "{}",
+        "BOOLEAN": "true",
+        "NUMBER_INTEGER": "1",
+    }
+    parameters = spec_inputs.get("parameters", {})
+
+    def expand(item) -> list[str]:
+        if isinstance(item, dict) and "Concat" in item:
+            return ["".join(part for piece in item["Concat"] for part in expand(piece))]
+        if isinstance(item, dict) and "IfPresent" in item:
+            then = item["IfPresent"].get("Then", [])
+            then = then if isinstance(then, list) else [then]
+            return [part for piece in then for part in expand(piece)]
+        if isinstance(item, str) and item.startswith(('{"Concat"', '{"IfPresent"')):
+            return expand(json.loads(item))
+
+        def sample(match) -> str:
+            direction, kind, key, _ = match.groups()
+            if direction == "inputs" and kind == "parameters":
+                return samples[parameters[key]["parameterType"]]
+            return f"/tmp/artifact/{key}"
+
+        return [_PLACEHOLDER.sub(sample, item)]
+
+    return [part for item in args for part in expand(item)]
+
+
+def test_container_commands_exist_in_cli(spec: dict):
+    checked = 0
+    for name, (task, _) in _all_tasks(spec).items():
+        component = spec["components"][task["componentRef"]["name"]]
+        container = spec["deploymentSpec"]["executors"][component["executorLabel"]][
+            "container"
+        ]
+        command = container["command"]
+        assert command[0] == "l1recal", (
+            f"{name}: command {command} does not run l1recal"
+        )
+        click_command = _click_command(command[1:])
+        args = _sample_args(
+            container.get("args", []), component.get("inputDefinitions", {})
+        )
+        try:
+            click_command.make_context(" ".join(command), args)
+        except UsageError as error:
+            pytest.fail(
+                f"{name}: 'l1recal {' '.join(command[1:])}' rejects {args}: {error}"
+            )
+        checked += 1
+    assert checked >= 12
+
+
+def test_build_pipeline_rejects_unknown_stage():
+    with pytest.raises(ValueError, match="unknown stages"):
+        pipeline.build_pipeline(stages=("ingest", "deploy"))
+
+
+def test_build_params_applies_overrides(tmp_path: Path):
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"train_network": {"presets": [4], "seed": 7}}))
+    output = tmp_path / "params.yaml"
+    steps.build_params(
+        base,
+        output,
+        {"network_presets": [1, 6], "falkon_models": []},
+        {"champion_tolerance": 0.02},
+    )
+    document = yaml.safe_load(output.read_text())
+    assert document["train_network"] == {"presets": [1, 6], "seed": 7}
+    assert "train_falkon" not in document
+    assert document["approve"]["champion_tolerance"] == 0.02
+
+
+def test_build_params_rejects_invalid_preset(tmp_path: Path):
+    base = tmp_path / "base.yaml"
+    base.write_text("train_network: {presets: [4]}\n")
+    with pytest.raises(steps.ConfigError, match="train_network"):
+        steps.build_params(base, tmp_path / "out.yaml", {"network_presets": ["x"]}, {})
+
+
+def test_approval_flag(tmp_path: Path):
+    approved = tmp_path / "approved.json"
+    approved.write_text(
+        json.dumps({"muon": {"approved": False}, "jet": {"approved": True}})
+    )
+    flag = tmp_path / "flag"
+    assert steps.write_approval_flag(approved, flag)
+    assert flag.read_text() == "true"
+    approved.write_text(
+        json.dumps({"muon": {"approved": False}, "jet": {"approved": False}})
+    )
+    assert not steps.write_approval_flag(approved, flag)
+    assert flag.read_text() == "false"
+
+
+def _l1recal(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("KFP_")
+    }
+    environment.update(env or {})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "l1recal"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", ["upload", "run", "schedule"])
+def test_kfp_command_without_endpoint(command: str):
+    result = _l1recal("kfp", command, "--package", str(GOLDEN))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert (
+        "no Kubeflow Pipelines endpoint: pass --host URL or set KFP_HOST"
+        in result.stderr
+    )
+
+
+def test_kfp_upload_unreachable_endpoint():
+    # Port 9 (discard) on loopback: nothing listens, so the connection is refused.
+    result = _l1recal(
+        "kfp", "upload", "--package", str(GOLDEN), "--host", "http://127.0.0.1:9"
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "cannot connect to Kubeflow Pipelines at http://127.0.0.1:9" in result.stderr
+
+
+def test_schedule_rejects_five_field_cron():
+    result = _l1recal(
+        "kfp", "schedule", "--cron", "0 3 * * *", "--host", "http://127.0.0.1:9"
+    )
+    assert result.returncode == 1
+    assert "six fields, seconds first" in result.stderr
+    assert "Traceback" not in result.stderr
