@@ -297,14 +297,60 @@ def evaluate(
     noise_floor: Annotated[
         Path | None, typer.Option(help="noise_floor.json of simulated data.")
     ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Self-contained HTML report to write.")
+    ] = None,
+    summary: Annotated[
+        Path | None, typer.Option(help="Markdown summary of the report to write.")
+    ] = None,
+    figures: Annotated[
+        Path | None, typer.Option(help="Folder for the PNG figures.")
+    ] = None,
+    costs: Annotated[
+        Path | None,
+        typer.Option(help="JSON of operation counts and CPU throughput per model to write."),
+    ] = None,
+    tuning_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of tuning-curve PNG files to include in the report."),
+    ] = None,
+    figure_model: Annotated[
+        list[str] | None,
+        typer.Option(help="Also draw the residual figures of this model; repeat for several."),
+    ] = None,
+    kfp_metrics: Annotated[
+        Path | None,
+        typer.Option(help="Kubeflow Metrics artifact file: flat JSON of scalar metrics."),
+    ] = None,
+    kfp_executor_output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Kubeflow v2 executor output file (/tmp/kfp_outputs/output_metadata.json); "
+            "the scalars become the metadata of the --kfp-metrics-name output."
+        ),
+    ] = None,
+    kfp_metrics_name: Annotated[
+        str, typer.Option(help="Name of the component's Metrics output.")
+    ] = "metrics",
     params: ParamsOption = DEFAULT_PARAMS,
     task: TaskOption = "muon",
 ) -> None:
-    """Compute the test-split RMSE of every model and of the L1 baseline."""
+    """Compute the test-split RMSE of every model and of the L1 baseline; optionally the report."""
     from l1recal.config import EvaluateSettings, load_section
-    from l1recal.evaluation.evaluate import run_evaluate
+    from l1recal.evaluation.evaluate import EvaluateOutputs, run_evaluate
     from l1recal.tasks import get_task
 
+    outputs = EvaluateOutputs(
+        report_html=report,
+        report_markdown=summary,
+        figures_dir=figures,
+        costs=costs,
+        tuning_dir=tuning_dir,
+        figure_models=tuple(figure_model or ()),
+        kfp_metrics=kfp_metrics,
+        kfp_executor_output=kfp_executor_output,
+        kfp_metrics_name=kfp_metrics_name,
+    )
     run_evaluate(
         load_section(params, stage_section("evaluate", task), EvaluateSettings),
         data_dir,
@@ -313,6 +359,7 @@ def evaluate(
         table,
         noise_floor,
         get_task(task),
+        outputs,
     )
     typer.echo(table.read_text())
 

@@ -36,7 +36,7 @@ from typing import Any
 from l1recal.atomic import atomic_path, write_json
 from l1recal.config import ApproveSettings
 from l1recal.errors import InputFileError, ModelError
-from l1recal.evaluation.evaluate import BASELINE, NOISE_FLOOR
+from l1recal.evaluation.evaluate import BASELINE, NOISE_FLOOR, baseline_ratio
 from l1recal.models.bundle import MODEL_CARD_FILE, code_version, data_version
 
 logger = logging.getLogger(__name__)
@@ -138,13 +138,6 @@ def check_fixed_point(
                 f"against float, above the {settings.fixed_point_tolerance:.0%} tolerance"
             )
     return reasons
-
-
-def baseline_ratio(
-    metrics: dict[str, float], baseline: dict[str, float], names: list[str]
-) -> float:
-    """Return the mean over metrics of the model's RMSE divided by the L1 baseline's."""
-    return sum(metrics[m] / baseline[m] for m in names) / len(names)
 
 
 def decide(

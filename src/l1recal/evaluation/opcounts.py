@@ -310,7 +310,9 @@ def count_bundle(directory: Path) -> dict[str, Any]:
     if family == "network":
         import keras
 
-        counts = count_keras_model(keras.saving.load_model(directory / KERAS_FILE))
+        # compile=False: counting needs no loss, and a training loss may be a custom class.
+        model = keras.saving.load_model(directory / KERAS_FILE, compile=False)
+        counts = count_keras_model(model)
     elif family == "falkon":
         arrays = np.load(directory / FALKON_FILE)
         counts = count_falkon(
