@@ -455,6 +455,11 @@ class HlsSettings(Settings):
         ge=0,
         description="Test rows emulated per model; 0 uses the whole test split.",
     )
+    scan_test_rows: int = Field(
+        5_000,
+        ge=0,
+        description="Test rows emulated per width of the precision scan; 0 uses all of max_test_rows.",
+    )
 
     @model_validator(mode="after")
     def _check_types(self) -> HlsSettings:

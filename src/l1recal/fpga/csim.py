@@ -294,6 +294,7 @@ def run_hls_csim(
 
     Writes the C-simulation report (model name -> record of :func:`csim_model`),
     the scan JSON and PNG of :func:`precision_scan`, and a Markdown table.
+    The scan emulates the first ``settings.scan_test_rows`` of the emulated rows.
 
     Raises:
         ModelError: when a bundle was trained for another task.
@@ -327,8 +328,13 @@ def run_hls_csim(
                 "message": f"no network bundle under {', '.join(map(str, model_dirs))}; nothing to scan",
             }
         else:
+            scan_frame = frame
+            if 0 < settings.scan_test_rows < len(frame):
+                scan_frame = frame.iloc[: settings.scan_test_rows].reset_index(
+                    drop=True
+                )
             scan = precision_scan(
-                sources[best], frame, task, settings, Path(work) / f"scan_{best}"
+                sources[best], scan_frame, task, settings, Path(work) / f"scan_{best}"
             )
     write_json(report_path, report)
     write_json(scan_path, scan)
