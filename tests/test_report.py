@@ -267,3 +267,58 @@ def test_report_in_headless_chromium(report_dir):
     ]
     assert errors == []
     assert os.path.getsize(ARTIFACTS / "report.png") > 10_000
+
+
+def test_jet_figures_and_report(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from l1recal.evaluation.figures import write_figures
+    from l1recal.evaluation.report import ReportInputs, render_html, render_markdown
+
+    rng = np.random.default_rng(2)
+    pt_pf = rng.uniform(15.0, 150.0, size=3_000)
+    frame = pd.DataFrame(
+        {
+            "ptL1": pt_pf * rng.normal(1.3, 0.2, size=pt_pf.size),
+            "etaL1": rng.uniform(-4.0, 4.0, size=pt_pf.size),
+            "phiL1": rng.uniform(0.0, 6.28, size=pt_pf.size),
+            "ptPF": pt_pf,
+            "nMatchedPF": rng.choice([1, 1, 1, 2, 3], size=pt_pf.size),
+        }
+    )
+    corrections = (frame["ptL1"] - frame["ptPF"]).to_numpy()[:, None] * 0.8
+    figures = write_figures(
+        tmp_path / "figures",
+        "jet",
+        frame,
+        {"nn_id6": corrections},
+        ["nn_id6"],
+        5_000,
+        True,
+    )
+    assert [record.name for record in figures] == [
+        "jet_l1_vs_pf",
+        "jet_residuals_nn_id6",
+    ]
+
+    inputs = ReportInputs(
+        task="jet",
+        metrics={
+            "gmt": {"pt_rel": 0.4, "test_rows": 3000},
+            "nn_id6": {"pt_rel": 0.1, "test_rows": 3000},
+        },
+        costs={},
+        figures=figures,
+        best_model="nn_id6",
+        data_version=None,
+        code_version="test",
+        metric_names=("pt_rel",),
+    )
+    page = render_html(inputs)
+    assert page.count('src="data:image/png;base64,') == 2
+    summary = render_markdown(inputs, tmp_path / "jet_report.md")
+    assert "| model | pT / pT_PF |" in summary
+    assert "| L1 (uncorrected) | 0.4000 |" in summary
+    assert "*study: L1* | 1.102 |" in summary
+    assert "(figures/jet_l1_vs_pf.png)" in summary

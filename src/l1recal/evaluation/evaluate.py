@@ -1,9 +1,9 @@
 """The ``evaluate`` stage: test-split RMSE of every trained model and the L1 baseline.
 
 Besides the metrics JSON and the RMSE table, the stage can write the cost of
-every model (operation counts and CPU throughput), the figures, the HTML
-report with its Markdown summary, and the same numbers as Kubeflow Pipelines
-v2 UI outputs (see :class:`EvaluateOutputs`).
+every model: operation counts and CPU throughput. It can also write the
+figures, the HTML report with its Markdown summary, and the same numbers as
+Kubeflow Pipelines v2 UI outputs (see :class:`EvaluateOutputs`).
 """
 
 from __future__ import annotations
@@ -169,9 +169,9 @@ class EvaluateOutputs:
         kfp_metrics: file of a Kubeflow ``system.Metrics`` artifact: a flat
             JSON object of scalar metrics.
         kfp_executor_output: the Kubeflow v2 executor output file
-            (``/tmp/kfp_outputs/output_metadata.json`` in a pipeline pod); the
+            (``/tmp/kfp_outputs/output_metadata.json`` in a pipeline pod). The
             scalars become the metadata of the output artifact
-            ``kfp_metrics_name``, which the Kubeflow UI shows.
+            ``kfp_metrics_name``, and the Kubeflow UI shows that metadata.
         kfp_metrics_name: name of the component's Metrics output.
     """
 
@@ -284,7 +284,7 @@ def write_kfp_executor_output(
     """Merge ``metadata`` into the executor output file as the metadata of output ``artifact``.
 
     The Kubeflow v2 launcher reads this file after the command exits and copies
-    each listed artifact's metadata into the metadata store; for a
+    each listed artifact's metadata into the metadata store. For a
     ``system.Metrics`` artifact the UI shows those scalars.
     """
     document: dict[str, Any] = {}

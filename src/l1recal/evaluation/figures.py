@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 #: Resolution of the written PNG files, dots per inch.
 FIGURE_DPI = 72
-#: Fewest rows for a bias or resolution point.
+#: Minimum number of rows for a bias or resolution point.
 MIN_BIN_ENTRIES = 20
 #: Offline muon pT bin edges of the resolution figures, GeV.
 MUON_PT_EDGES = np.array([3, 5, 7, 9, 11, 14, 17, 20, 25, 30, 40, 50, 70])
@@ -178,7 +178,7 @@ class FigureWriter:
         """Draw the CMS label above one axis: "CMS", then "Simulation Private work" or "Private work".
 
         Drawn as two text artists: mplhep.cms.label measures its text by
-        rendering the figure, which costs about 2 s per figure.
+        rendering the figure, about 2 s per figure with mplhep 1.3.3 on two cores.
         """
         ax.text(
             0.0,

@@ -2,8 +2,8 @@
 
 The HTML file embeds every figure as a base64 PNG and its style sheet inline,
 and loads nothing else (no scripts, fonts or network resources), so it opens
-offline and as a Kubeflow HTML artifact. The Markdown summary holds the same
-tables and links the PNG files by relative path.
+offline and as a Kubeflow HTML artifact. The Markdown summary contains the
+same tables and links the PNG files by relative path.
 
 Tables:
 

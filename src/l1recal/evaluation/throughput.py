@@ -11,8 +11,8 @@ serving uses) until the minimum wall time has passed. Inputs are drawn
 uniformly inside each input scaler's training range, so no data is needed.
 
 Throughput is objects (muons or jets) per second of wall time. Its ratio to
-the 40 MHz LHC bunch-crossing rate says what fraction of one object per
-crossing one process keeps up with.
+the 40 MHz LHC bunch-crossing rate is the fraction of one object per crossing
+that one process keeps up with.
 
 Run by hand: ``python -m l1recal.evaluation.throughput --threads 1 BUNDLE...``
 prints one JSON object, rows per second by model name.
