@@ -112,6 +112,9 @@ class ColumnSpec(_Strict):
 
     column: str
     transform: Literal["none", "physical", "charge_to_sign"] = "none"
+    tree: str | None = Field(
+        None, description="ROOT tree of this column (default: the section's tree)."
+    )
 
 
 class ObjectSpec(_Strict):
@@ -128,6 +131,11 @@ class ObjectSpec(_Strict):
     )
     tree: str | None = Field(
         None, description="ROOT tree of these columns (default: the map's tree)."
+    )
+    first_slot: int = Field(
+        0,
+        ge=0,
+        description="Number that {slot} takes for the first slot (1 for hwPtL1Mu1 names).",
     )
     columns: dict[str, ColumnSpec]
 
@@ -290,10 +298,11 @@ class MappedSource:
     Attributes:
         kind: object type (``muon``, ``l1_jet``, ``pf_jet``).
         spec: its section of the column map.
-        tree: tree read (None for the source's default).
+        tree: tree of the count column (None for the source's default).
         slots: slots per event read from the file.
         columns: user column per (feature, slot) for a flat layout, per feature for jagged.
         present: the features whose columns exist.
+        trees: tree of each present feature's columns.
     """
 
     kind: str
@@ -302,13 +311,14 @@ class MappedSource:
     slots: int
     columns: dict[str, list[str]] = field(default_factory=dict)
     present: list[str] = field(default_factory=list)
+    trees: dict[str, str | None] = field(default_factory=dict)
 
-    def requested(self) -> list[str]:
-        """Return every user column read for this object type."""
-        names = [self.spec.count] if self.spec.count else []
+    def requested(self) -> list[tuple[str | None, str]]:
+        """Return every (tree, user column) read for this object type."""
+        keys = [(self.tree, self.spec.count)] if self.spec.count else []
         for feature in self.present:
-            names.extend(self.columns[feature])
-        return names
+            keys.extend((self.trees[feature], name) for name in self.columns[feature])
+        return keys
 
 
 def _shown(names: list[str]) -> str:
@@ -327,18 +337,28 @@ def resolve(source: Source, column_map: ColumnMap, kind: str) -> MappedSource:
     spec = column_map.section(kind, f" for {source.path}")
     tree = spec.tree or column_map.tree
     where = source.describe(tree)
-    available = source.columns(tree)
+    tables = {tree: source.columns(tree)}
+    available = tables[tree]
     slots = spec.slots or OBJECT_SLOTS[kind]
     mapped = MappedSource(kind, spec, tree, slots)
     missing: list[str] = []
     if spec.count is not None and spec.count not in available:
         missing.append(spec.count)
     for feature, column_spec in spec.columns.items():
+        feature_tree = column_spec.tree or tree
+        if feature_tree not in tables:
+            tables[feature_tree] = source.columns(feature_tree)
         if spec.layout == "flat":
-            names = [column_spec.column.format(slot=s) for s in range(slots)]
+            names = [
+                column_spec.column.format(slot=s + spec.first_slot)
+                for s in range(slots)
+            ]
         else:
             names = [column_spec.column]
-        absent = [name for name in names if name not in available]
+        absent = [name for name in names if name not in tables[feature_tree]]
+        if absent and feature_tree != tree:
+            missing.extend(f"{name} (tree {feature_tree})" for name in absent)
+            continue
         if (
             absent
             and not OBJECT_FEATURES[kind][feature].required
@@ -348,6 +368,7 @@ def resolve(source: Source, column_map: ColumnMap, kind: str) -> MappedSource:
         missing.extend(absent)
         mapped.columns[feature] = names
         mapped.present.append(feature)
+        mapped.trees[feature] = feature_tree
     if missing:
         raise InputFileError(
             f"{where}: missing column(s) {_shown(missing)}; the raw layout is described in "
@@ -357,9 +378,11 @@ def resolve(source: Source, column_map: ColumnMap, kind: str) -> MappedSource:
         _check_dtype(where, spec.count, available[spec.count], "integer", False)
     for feature in mapped.present:
         expected = _expected_kind(kind, feature, spec.columns[feature])
+        feature_where = source.describe(mapped.trees[feature])
+        info = tables[mapped.trees[feature]]
         for name in mapped.columns[feature]:
             _check_dtype(
-                where, name, available[name], expected, spec.layout == "jagged"
+                feature_where, name, info[name], expected, spec.layout == "jagged"
             )
     return mapped
 
@@ -424,6 +447,7 @@ def extract(
     project_slots = OBJECT_SLOTS[mapped.kind]
     features = OBJECT_FEATURES[mapped.kind]
     key = mapped.tree
+    trees = mapped.trees
     dropped = 0
     if spec.layout == "flat":
         count = np.asarray(batch[(key, spec.count)]).astype(np.int64)
@@ -437,7 +461,7 @@ def extract(
         n_events = count.size
         raw = {
             feature: np.stack(
-                [np.asarray(batch[(key, name)]) for name in names], axis=1
+                [np.asarray(batch[(trees[feature], name)]) for name in names], axis=1
             )
             for feature, names in mapped.columns.items()
         }
@@ -451,7 +475,7 @@ def extract(
         lengths = None
         raw = {}
         for feature in mapped.present:
-            values = batch[(key, mapped.columns[feature][0])]
+            values = batch[(trees[feature], mapped.columns[feature][0])]
             feature_lengths = ak.to_numpy(ak.num(values, axis=1)).astype(np.int64)
             if lengths is None:
                 lengths, first_name = feature_lengths, mapped.columns[feature][0]
@@ -510,8 +534,10 @@ def read_mapped(
     """Yield (first event index, objects per type) for every batch of ``source``."""
     request: dict[str | None, list[str]] = {}
     for item in mapped:
-        names = request.setdefault(item.tree, [])
-        names.extend(n for n in item.requested() if n not in names)
+        for tree, name in item.requested():
+            names = request.setdefault(tree, [])
+            if name not in names:
+                names.append(name)
     for start, batch in source.iter_batches(request, batch_rows):
         yield (
             start,

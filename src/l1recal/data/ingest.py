@@ -87,6 +87,8 @@ def plan_inputs(
         InputFileError: on the first bad input unless ``skip_bad_files``, or
             when every input was skipped.
     """
+    for kind in kinds:
+        column_map.section(kind)
     paths = expand_inputs([inputs] if isinstance(inputs, (str, Path)) else inputs)
     if tree is not None:
         column_map = column_map.model_copy(update={"tree": tree})

@@ -106,6 +106,11 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def _reason(error: BaseException) -> str:
+    """Return an exception's message on one line, for the one-line CLI errors."""
+    return " ".join(str(error).split())
+
+
 def _check_exists(path: Path) -> None:
     if not path.exists():
         raise InputFileError(
@@ -197,8 +202,8 @@ class ParquetSource(Source):
             self.file = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as error:
             raise InputFileError(
-                f"{path}: not a readable parquet file ({error}); "
-                "convert it to parquet first or pass --format"
+                f"{path}: not a readable parquet file ({_reason(error)}); a truncated or corrupt "
+                "parquet file must be exported again, another format needs --format"
             ) from error
 
     def columns(self, tree: str | None = None) -> dict[str, ColumnInfo]:
@@ -230,7 +235,7 @@ class ParquetSource(Source):
                     start += batch.num_rows
             except (pa.ArrowException, OSError) as error:
                 raise InputFileError(
-                    f"{self.path}: row group {group} cannot be read ({error}); "
+                    f"{self.path}: row group {group} cannot be read ({_reason(error)}); "
                     "the file is truncated or corrupt: export it again"
                 ) from error
 
@@ -251,7 +256,7 @@ class CsvSource(Source):
                 self.schema = reader.schema
         except (pa.ArrowInvalid, OSError) as error:
             raise InputFileError(
-                f"{path}: not a readable CSV file ({error}); check the header line and delimiter"
+                f"{path}: not a readable CSV file ({_reason(error)}); check the header line and delimiter"
             ) from error
         self._rows: int | None = None
 
@@ -282,7 +287,7 @@ class CsvSource(Source):
                     start += batch.num_rows
         except (pa.ArrowInvalid, OSError) as error:
             raise InputFileError(
-                f"{self.path}: rows after line {start + 1} cannot be read ({error}); "
+                f"{self.path}: rows after line {start + 1} cannot be read ({_reason(error)}); "
                 "fix the values or the column types of the file"
             ) from error
 
@@ -315,7 +320,7 @@ class Hdf5Source(Source):
             self.file = h5py.File(path, "r")
         except OSError as error:
             raise InputFileError(
-                f"{path}: not a readable HDF5 file ({error}); export it again or pass --format"
+                f"{path}: not a readable HDF5 file ({_reason(error)}); export it again or pass --format"
             ) from error
         self.group_name = group or "/"
         if self.group_name not in self.file:
@@ -376,7 +381,7 @@ class Hdf5Source(Source):
                 yield start, {key: self.datasets[key[1]][start:stop] for key in keys}
             except OSError as error:
                 raise InputFileError(
-                    f"{self.path}: rows {start}..{stop - 1} cannot be read ({error}); "
+                    f"{self.path}: rows {start}..{stop - 1} cannot be read ({_reason(error)}); "
                     "the file is truncated or corrupt: export it again"
                 ) from error
 
@@ -400,18 +405,27 @@ class RootSource(Source):
             ]
         except Exception as error:  # uproot raises many types on a damaged file
             raise InputFileError(
-                f"{path}: not a readable ROOT file ({error}); "
+                f"{path}: not a readable ROOT file ({_reason(error)}); "
                 "the file is truncated or corrupt: export it again"
             ) from error
         self.default_tree = tree
         self._opened: dict[str, Any] = {}
+        self._branch_cache: dict[str, dict[str, Any]] = {}
 
     def _tree(self, tree: str | None) -> Any:
         name = tree or self.default_tree
         if name is None:
+            if not self.trees:
+                found = ", ".join(
+                    f"{k} ({c})" for k, c in self.file.classnames().items()
+                )
+                raise InputFileError(
+                    f"{self.path}: no TTree in the file (found: {found or 'nothing'}); "
+                    "write the events as a TTree (RNTuple is not supported)"
+                )
             if len(self.trees) != 1:
                 raise InputFileError(
-                    f"{self.path}: {len(self.trees)} trees ({', '.join(self.trees) or 'none'}); "
+                    f"{self.path}: {len(self.trees)} trees ({', '.join(self.trees)}); "
                     "name one with --tree or 'tree' in the column map"
                 )
             name = self.trees[0]
@@ -432,11 +446,33 @@ class RootSource(Source):
         )
         return f"{self.path}: tree {name}"
 
+    def _branches(self, tree: str | None) -> dict[str, Any]:
+        """Return the branches of a tree by full path and, where unique, by their own name.
+
+        Split objects (the ``L1Upgrade`` branch of L1Ntuples) have sub-branches
+        with paths like ``L1Upgrade/jetEt``; a column map may name either form.
+        """
+        name = self._tree_name(tree)
+        if name not in self._branch_cache:
+            branches: dict[str, Any] = {}
+            short: dict[str, list[Any]] = {}
+            for path, branch in self._tree(tree).iteritems(recursive=True):
+                branches[path] = branch
+                short.setdefault(path.rsplit("/", 1)[-1], []).append(branch)
+            for leaf, found in short.items():
+                if leaf not in branches and len(found) == 1:
+                    branches[leaf] = found[0]
+            self._branch_cache[name] = branches
+        return self._branch_cache[name]
+
+    def _tree_name(self, tree: str | None) -> str:
+        return self._tree(tree).object_path
+
     def columns(self, tree: str | None = None) -> dict[str, ColumnInfo]:
         import uproot
 
         result = {}
-        for name, branch in self._tree(tree).iteritems(recursive=True):
+        for name, branch in self._branches(tree).items():
             interpretation = branch.interpretation
             if isinstance(interpretation, uproot.AsJagged):
                 content = interpretation.content
@@ -455,8 +491,9 @@ class RootSource(Source):
     def iter_batches(
         self, request: dict[str | None, list[str]], batch_rows: int
     ) -> Iterator[tuple[int, Batch]]:
-        trees = {tree: self._tree(tree) for tree in request}
-        entries = {tree: int(t.num_entries) for tree, t in trees.items()}
+        import awkward as ak
+
+        entries = {tree: self.num_rows(tree) for tree in request}
         if len(set(entries.values())) > 1:
             shown = ", ".join(f"{self.describe(t)} has {n}" for t, n in entries.items())
             raise InputFileError(
@@ -468,24 +505,22 @@ class RootSource(Source):
             stop = min(start + batch_rows, total)
             batch: Batch = {}
             for tree, names in request.items():
-                try:
-                    arrays = trees[tree].arrays(
-                        names, entry_start=start, entry_stop=stop, library="ak"
-                    )
-                except (
-                    Exception
-                ) as error:  # uproot raises many types on damaged baskets
-                    raise InputFileError(
-                        f"{self.describe(tree)}: entries {start}..{stop - 1} cannot be read "
-                        f"({error}); the file is truncated or corrupt: export it again"
-                    ) from error
+                branches = self._branches(tree)
                 for name in names:
-                    values = arrays[name]
-                    if values.ndim == 1:
-                        import awkward as ak
-
-                        values = ak.to_numpy(values)
-                    batch[(tree, name)] = values
+                    try:
+                        values = branches[name].array(
+                            entry_start=start, entry_stop=stop, library="ak"
+                        )
+                    # uproot raises many exception types on damaged baskets.
+                    except Exception as error:
+                        raise InputFileError(
+                            f"{self.describe(tree)}: branch {name}, entries {start}..{stop - 1} "
+                            f"cannot be read ({_reason(error)}); the file is truncated or corrupt: "
+                            "export it again"
+                        ) from error
+                    batch[(tree, name)] = (
+                        ak.to_numpy(values) if values.ndim == 1 else values
+                    )
             yield start, batch
 
 
