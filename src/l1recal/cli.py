@@ -190,6 +190,46 @@ def ingest(
 
 
 @app.command()
+def validate(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Parquet file(s) to validate: one for raw-muon, muon-table and raw-jet; "
+            "the jet table and its match records, in that order, for jet-table."
+        ),
+    ],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind", help="Table kind: raw-muon, muon-table, raw-jet or jet-table."
+        ),
+    ],
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for <kind>.json, <kind>.md and <kind>_data_docs.tar.gz."
+        ),
+    ] = Path("reports/validation"),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Check a table with its Great Expectations suites; exit 1 and list the failures when one fails."""
+    # Great Expectations logs every registered API at INFO while it is imported.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    from l1recal.config import JetValidateSettings, load_section
+    from l1recal.validation.runner import DataValidationError, get_kind, run_validate
+
+    spec = get_kind(kind)
+    section = "jet_validate" if spec.settings is JetValidateSettings else "validate"
+    try:
+        run_validate(
+            load_section(params, section, spec.settings), kind, inputs, output_dir
+        )
+    except DataValidationError as error:
+        typer.echo(error.failures, err=True)
+        raise
+
+
+@app.command()
 def preprocess(
     input_path: Annotated[
         Path,
