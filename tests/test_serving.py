@@ -735,3 +735,25 @@ def test_fuzz_no_server_errors(openapi_schema):
         "/predict/muon/adaptive",
     ]
     assert failures == []
+
+
+def test_bentoml_build_offline(packaged, tmp_path):
+    home = tmp_path / "home"
+    for export in sorted(packaged["exports"].glob("*.bentomodel")):
+        _run([str(BIN / "bentoml"), "models", "import", str(export)], _env(home))
+    _run(
+        [str(BIN / "bentoml"), "build", "-f", "serving/bentofile.yaml", "."],
+        _env(home),
+    )
+    listing = _run([str(BIN / "bentoml"), "list", "-o", "json"], _env(home)).stdout
+    (bento,) = json.loads(listing)
+    assert bento["tag"].startswith("l1recal:")
+    bento_dir = home / "bentos" / "l1recal" / bento["tag"].split(":")[1]
+    assert (bento_dir / "src" / "serving" / "service.py").is_file()
+    assert (bento_dir / "src" / "l1recal" / "serving" / "requests.py").is_file()
+    # A bento references its models by tag; export and containerize copy them from the store.
+    info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    tags = sorted(model["tag"] for model in info["models"])
+    assert tags == sorted(
+        [packaged["record"]["jet"]["tag"], packaged["record"]["muon"]["tag"]]
+    )
