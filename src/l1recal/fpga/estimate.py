@@ -7,7 +7,7 @@ They are an estimate, not a synthesis result:
   With reuse factor R, hls4ml's Latency strategy instantiates about
   multiplications / R multipliers.
 * ``dsp_upper_bound``: one DSP slice per instantiated multiplier. A DSP48E2
-  holds a 27 x 18 bit product, so every product of the default types fits one,
+  computes a 27 x 18 bit product, so every product of the default types fits one,
   and HLS maps narrow products (a few bits) to LUTs instead, so synthesis
   usually reports fewer.
 * ``table_lookups``: activation lookup tables (ELU), one ROM read per element.

@@ -139,7 +139,7 @@ def _polynomial(
 def falkon_layer_types(model: Any, width: int) -> dict[str, dict[str, str]]:
     """Return the per-layer fixed-point types the Falkon graphs need at total width ``width``.
 
-    The exp(z) - 1 table holds values in [-1, 0], so it gets one integer bit and
+    The exp(z) - 1 table contains values in [-1, 0], so it gets one integer bit and
     the rest fractional. The squares of the [0, 1] scaled inputs keep the
     default type. Other layers keep the default type or 'auto'.
     """

@@ -75,7 +75,7 @@ def integer_bits_for(max_abs: float, signed: bool = True) -> int:
     """Return the integer bits (sign included) that hold values up to ``max_abs`` without overflow."""
     if not math.isfinite(max_abs) or max_abs <= 0:
         return 1 if signed else 0
-    # A signed type with I integer bits holds [-2^(I-1), 2^(I-1)).
+    # A signed type with I integer bits represents [-2^(I-1), 2^(I-1)).
     bits = math.floor(math.log2(max_abs)) + 1
     return bits + 1 if signed else bits
 

@@ -1,11 +1,12 @@
 """HLS synthesis of the approved models and the parsing of its reports.
 
 ``run_hls_synth`` converts the approved model of each kind into an hls4ml
-project, runs hls4ml's ``build()`` (C synthesis) when the vendor tool is on
-PATH (``vitis-run`` for the Vitis backend, ``vivado_hls`` for Vivado), and
-packs the project folder into ``<firmware_dir>/<kind>_<model>.tar.gz`` either
-way. Without the tool the metrics say "synthesis skipped: vitis-run not found
-on PATH" and carry the operation-count estimate instead.
+project. When the vendor tool is on PATH (``vitis-run`` for the Vitis
+backend, ``vivado_hls`` for Vivado), it runs hls4ml's ``build()`` (C
+synthesis). Either way it packs the project folder into
+``<firmware_dir>/<kind>_<model>.tar.gz``. Without the tool, the metrics
+record "synthesis skipped: vitis-run not found on PATH" and carry the
+operation-count estimate instead.
 """
 
 from __future__ import annotations
@@ -238,7 +239,7 @@ def run_hls_synth(
 ) -> dict:
     """Synthesise the approved model of every kind in ``approved.json`` and write the metrics.
 
-    ``firmware_dir`` is replaced as a whole and holds one packed project per
+    ``firmware_dir`` is replaced as a whole and contains one packed project per
     approved kind. A kind without an approved model gets
     ``{"approved": false, "message": ...}``.
 
