@@ -308,11 +308,23 @@ def roll_out_command(
     namespace: Annotated[
         str, typer.Option(help="Namespace of the Deployment.")
     ] = "l1recal",
+    data_version: Annotated[
+        str,
+        typer.Option(help="Data version the models were trained on (from fetch-data)."),
+    ] = "",
 ) -> None:
     """Publish the packaged models to the model store and restart serving (pipeline step)."""
     from l1recal.kfp.steps import roll_out
 
-    roll_out(bentomodels, approved, model_store, record, deployment or None, namespace)
+    roll_out(
+        bentomodels,
+        approved,
+        model_store,
+        record,
+        deployment or None,
+        namespace,
+        data_version or None,
+    )
 
 
 def retrain(

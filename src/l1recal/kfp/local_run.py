@@ -187,6 +187,9 @@ class LocalRunner:
         completed = subprocess.run(
             command,
             env=self._task_env(container),
+            # A container starts in its image's folder, not in a checkout:
+            # run in the task's folder, so no stray data.dvc or params.yaml is read.
+            cwd=task_dir,
             capture_output=True,
             text=True,
             check=False,
@@ -205,7 +208,6 @@ class LocalRunner:
             for key, path in parameter_files.items()
         }
         result.status = "done"
-
 
     def _task_env(self, container: dict) -> dict[str, str]:
         """Return the environment of one command: the task's own variables, then ``env``."""

@@ -304,6 +304,7 @@ def build_pipeline(
             serving_deployment=serving_deployment,
             serving_namespace=serving_namespace,
             model_store=model_store,
+            data_version=fetch.outputs["data_version"],
         )
 
     return training_pipeline
@@ -408,6 +409,7 @@ def _approval_and_release(
     serving_deployment: PipelineChannel,
     serving_namespace: PipelineChannel,
     model_store: PipelineChannel,
+    data_version: PipelineChannel,
 ) -> None:
     """Wire the approval gate and, only when it approved a model, synthesis, packaging and roll-out."""
     muon = branches["muon"]
@@ -480,6 +482,7 @@ def _approval_and_release(
                         model_store=model_store,
                         deployment=serving_deployment,
                         namespace=serving_namespace,
+                        data_version=data_version,
                         **bundles,
                     ),
                     "roll out serving",

@@ -222,6 +222,7 @@ def roll_out(
     record: Path,
     deployment: str | None,
     namespace: str,
+    data_version: str | None = None,
 ) -> dict[str, Any]:
     """Publish the packaged models to the serving model store and restart serving.
 
@@ -242,6 +243,9 @@ def roll_out(
         record: JSON file to write with what was rolled out.
         deployment: serving Deployment to restart; empty or None to skip.
         namespace: namespace of the Deployment.
+        data_version: data version of the run, recorded where the approval
+            entry has none. Model cards take theirs from ``data.dvc`` in the
+            working folder, which pipeline containers do not have.
 
     Returns:
         The written record.
@@ -257,19 +261,21 @@ def roll_out(
     )
     entries = []
     for kind in kinds:
+        entry = dict(approval[kind])
+        entry["data_version"] = entry.get("data_version") or data_version
         files = sorted(bentomodels.glob(f"*{kind}*.bentomodel"))
         with atomic_path(model_store / kind, is_dir=True) as staging:
             for file in files:
                 shutil.copy2(file, staging / file.name)
-        champions[kind] = approval[kind]
-        promote(approval[kind], kind, model_store / CHAMPIONS_DIR)
+        champions[kind] = entry
+        promote(entry, kind, model_store / CHAMPIONS_DIR)
         entries.append(
             {
                 "time": now,
                 "kind": kind,
-                "model": approval[kind].get("model"),
-                "data_version": approval[kind].get("data_version"),
-                "code_version": approval[kind].get("code_version"),
+                "model": entry.get("model"),
+                "data_version": entry["data_version"],
+                "code_version": entry.get("code_version"),
                 "files": [file.name for file in files],
             }
         )
@@ -277,16 +283,16 @@ def roll_out(
     with (model_store / HISTORY_FILE).open("a") as history:
         for entry in entries:
             history.write(json.dumps(entry) + "\n")
-    restarted = _restart_deployment(deployment, namespace, approval, kinds)
+    restarted = _restart_deployment(deployment, namespace, entries)
     payload = {"time": now, "rolled_out": entries, "restarted": restarted}
     write_json(record, payload)
     return payload
 
 
 def _restart_deployment(
-    deployment: str | None, namespace: str, approval: dict[str, Any], kinds: list[str]
+    deployment: str | None, namespace: str, entries: list[dict[str, Any]]
 ) -> bool:
-    if not deployment or not kinds:
+    if not deployment or not entries:
         return False
     if "KUBERNETES_SERVICE_HOST" not in os.environ:
         logger.warning(
@@ -299,9 +305,7 @@ def _restart_deployment(
     from kubernetes import config as kube_config
 
     kube_config.load_incluster_config()
-    versions = ",".join(
-        f"{kind}={approval[kind].get('data_version')}" for kind in kinds
-    )
+    versions = ",".join(f"{entry['kind']}={entry['data_version']}" for entry in entries)
     patch = {
         "spec": {
             "template": {"metadata": {"annotations": {DEPLOYMENT_ANNOTATION: versions}}}
