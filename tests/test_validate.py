@@ -505,3 +505,83 @@ def test_wrong_input_count_rejected(tmp_path):
         run_validate(JET_SETTINGS, "jet-table", [tmp_path / "jets.parquet"], tmp_path)
     with pytest.raises(ConfigError, match="unknown validation kind"):
         run_validate(JET_SETTINGS, "jets", [tmp_path / "jets.parquet"], tmp_path)
+
+
+def _user_layout(raw: pd.DataFrame) -> pd.DataFrame:
+    """Rename the muon columns as a user's export might: ``hwPtL1_0`` to ``L1Mu1_hwPt``."""
+    renamed = {"nMatchedMuons": "nMu"}
+    for slot in range(N_MUON_SLOTS):
+        for stem in MUON_TABLE_COLUMNS:
+            renamed[slot_column(stem, slot)] = f"L1Mu{slot + 1}_{stem}"
+    mapped = list(renamed)
+    return raw[mapped].rename(columns=renamed)
+
+
+USER_MAP = """
+name: user
+muon:
+  count: nMu
+  first_slot: 1
+  columns:
+"""
+
+
+def _write_user_map(tmp_path: Path) -> Path:
+    lines = [USER_MAP.strip("\n")]
+    lines += [f"    {stem}: L1Mu{{slot}}_{stem}" for stem in MUON_TABLE_COLUMNS]
+    path = tmp_path / "user_map.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_column_map_renames_raw_columns(raw_muons, tmp_path):
+    from l1recal.data.column_map import load_column_map
+
+    column_map = load_column_map(_write_user_map(tmp_path))
+    path = _write(_user_layout(raw_muons), tmp_path / "user.parquet")
+    payload = run_validate(
+        MUON_SETTINGS, "raw-muon", [path], tmp_path / "clean", column_map
+    )
+    assert payload["success"] is True
+
+    event = _first_event(raw_muons, 1)
+    corrupted = _user_layout(_set(raw_muons, event, "hwPhiL1_0", 576))
+    path = _write(corrupted, tmp_path / "user.parquet")
+    out = tmp_path / "reports"
+    with pytest.raises(DataValidationError):
+        run_validate(MUON_SETTINGS, "raw-muon", [path], out, column_map)
+    failures = json.loads((out / "raw-muon.json").read_text())["failed_expectations"]
+    # Row expectations use project names.
+    assert [f["column"] for f in failures] == ["hwPhiL1_0"]
+
+
+def test_column_map_missing_user_column(raw_muons, tmp_path):
+    from l1recal.data.column_map import load_column_map
+
+    column_map = load_column_map(_write_user_map(tmp_path))
+    user = _user_layout(raw_muons).drop(columns=["L1Mu4_ptReco"])
+    path = _write(user, tmp_path / "user.parquet")
+    out = tmp_path / "reports"
+    with pytest.raises(DataValidationError):
+        run_validate(MUON_SETTINGS, "raw-muon", [path], out, column_map)
+    failures = json.loads((out / "raw-muon.json").read_text())["failed_expectations"]
+    column_set = [
+        f for f in failures if f["expectation"] == "expect_table_columns_to_match_set"
+    ]
+    assert column_set[0]["examples"] == ["missing L1Mu4_ptReco"]
+
+
+def test_jagged_column_map_rejected(tmp_path):
+    from l1recal.data.column_map import load_column_map
+    from l1recal.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"section muon has layout jagged.*--kind muon-table"
+    ):
+        run_validate(
+            MUON_SETTINGS,
+            "raw-muon",
+            [tmp_path / "x.parquet"],
+            tmp_path,
+            load_column_map("nanoaod"),
+        )

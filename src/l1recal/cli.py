@@ -210,19 +210,35 @@ def validate(
             help="Folder for <kind>.json, <kind>.md and <kind>_data_docs.tar.gz."
         ),
     ] = Path("reports/validation"),
+    column_map: Annotated[
+        str | None,
+        typer.Option(
+            help="Raw kinds: column map YAML, or a shipped map name, naming the raw "
+            "columns (flat parquet layouts without transforms)."
+        ),
+    ] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Check a table with its Great Expectations suites; exit 1 and list the failures when one fails."""
     # Great Expectations logs every registered API at INFO while it is imported.
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from l1recal.config import JetValidateSettings, load_section
+    from l1recal.data.column_map import load_column_map
     from l1recal.validation.runner import DataValidationError, get_kind, run_validate
 
+    # This module pins its own logger to INFO and logs a line per context.
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(
+        logging.WARNING
+    )
     spec = get_kind(kind)
     section = "jet_validate" if spec.settings is JetValidateSettings else "validate"
     try:
         run_validate(
-            load_section(params, section, spec.settings), kind, inputs, output_dir
+            load_section(params, section, spec.settings),
+            kind,
+            inputs,
+            output_dir,
+            load_column_map(column_map) if column_map else None,
         )
     except DataValidationError as error:
         typer.echo(error.failures, err=True)

@@ -5,9 +5,9 @@ engine copies the whole batch once per metric when it drops nulls, so a wide
 batch costs time in proportion to its width times its expectations. Raw event
 files are therefore validated as narrow batches:
 
-* one events batch per chunk: the object counts and the number of filled
-  slots (``filledSlots`` and the like, a slot being filled when any of its
-  values is non-zero), expected equal to the counts;
+* one count batch per object type and chunk: the object count and the number
+  of filled slots (``filledSlots`` and the like, a slot being filled when any
+  of its padded values is non-zero), expected equal to the count;
 * one stacked batch per slot feature: the feature of every slot in one column,
   one row per (event, slot), with the row index ``event * n_slots + slot``,
   which the reports decode back into the slot column name.
@@ -49,7 +49,7 @@ class Batch:
         suite: name of the suite that validates it (also the table name in reports).
         frame: the rows.
         slots: slots per event of a stacked batch (row index ``event * slots + slot``),
-            1 for the events batch (row index = event), None for flattened tables.
+            1 for a count batch (row index = event), None for flattened tables.
     """
 
     suite: str
@@ -111,24 +111,30 @@ def _filled_count(frame: pd.DataFrame, group: SlotGroup) -> np.ndarray | None:
 def slot_batches(
     prefix: str, frame: pd.DataFrame, first_event: int, groups: Sequence[SlotGroup]
 ) -> list[Batch]:
-    """Split a chunk of raw events into its events batch and one stacked batch per feature.
+    """Split a chunk of raw events into count batches and one stacked batch per feature.
+
+    A group whose count column is missing gives no batch; the column-set
+    expectation reports the missing column.
 
     Args:
-        prefix: kind name; batches are ``<prefix>.events`` and ``<prefix>.<feature>``.
+        prefix: kind name; batches are ``<prefix>.<count column>`` and ``<prefix>.<feature>``.
         frame: events, one row each, with the count and slot columns.
         first_event: index of the chunk's first event in the file.
         groups: the object types of the layout.
     """
-    events: dict[str, np.ndarray] = {}
+    event_index = pd.RangeIndex(first_event, first_event + len(frame))
     batches = []
     for group in groups:
         if group.count not in frame:
             continue
         count = frame[group.count].to_numpy()
-        events[group.count] = count
+        counts = {group.count: count}
         filled = _filled_count(frame, group)
         if filled is not None:
-            events[group.filled_name] = filled
+            counts[group.filled_name] = filled
+        batches.append(
+            Batch(f"{prefix}.{group.count}", pd.DataFrame(counts, index=event_index), 1)
+        )
         within = (count[:, None] > np.arange(group.slots)[None, :]).reshape(-1)
         index = pd.RangeIndex(
             first_event * group.slots, (first_event + len(frame)) * group.slots
@@ -150,8 +156,7 @@ def slot_batches(
                     group.slots,
                 )
             )
-    index = pd.RangeIndex(first_event, first_event + len(frame))
-    return [Batch(f"{prefix}.events", pd.DataFrame(events, index=index), 1), *batches]
+    return batches
 
 
 def with_duplicates(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from l1recal.atomic import atomic_path, write_json, write_text
 from l1recal.config import JetValidateSettings, ValidateSettings
+from l1recal.data.column_map import ColumnMap
 from l1recal.data.parquet_input import open_parquet
 from l1recal.errors import ConfigError, L1RecalError
 from l1recal.schema import (
@@ -43,10 +44,12 @@ from l1recal.validation import suites
 from l1recal.validation.context import ValidationSession, pack_data_docs
 from l1recal.validation.derived import (
     Batch,
+    SlotGroup,
     slot_batches,
     with_duplicates,
     with_jet_links,
 )
+from l1recal.validation.mapping import RawLayout, raw_layout
 from l1recal.validation.report import (
     ExpectationOutcome,
     compact_table,
@@ -96,33 +99,26 @@ class KindSpec:
         settings: the settings class of its ``params.yaml`` section.
         tables: the input files, in command-line order.
         row_suites: builds the row suites from the settings.
-        chunked: read the (single) input in chunks of ``batch_rows`` rows.
-        batches: turns the frames of one read (by table name) and the index
-            of its first row into the batches to validate.
+        groups: the slot groups of a raw kind, read in chunks of ``batch_rows``
+            events; None for flattened tables, read whole.
+        batches: turns the frames of a flattened kind (by table name) into
+            the batches to validate; None for raw kinds.
     """
 
     name: str
     settings: type
     tables: tuple[TableSpec, ...]
     row_suites: Callable[[Any], list[gx.ExpectationSuite]]
-    chunked: bool
-    batches: Callable[[Frames, int], list[Batch]]
+    groups: tuple[SlotGroup, ...] | None = None
+    batches: Callable[[Frames], list[Batch]] | None = None
 
 
-def _raw_muon_batches(frames: Frames, first: int) -> list[Batch]:
-    return slot_batches("raw-muon", frames["raw-muon"], first, suites.RAW_MUON_GROUPS)
-
-
-def _raw_jet_batches(frames: Frames, first: int) -> list[Batch]:
-    return slot_batches("raw-jet", frames["raw-jet"], first, suites.RAW_JET_GROUPS)
-
-
-def _muon_table_batches(frames: Frames, first: int) -> list[Batch]:
+def _muon_table_batches(frames: Frames) -> list[Batch]:
     table = with_duplicates(frames["muon-table"], MUON_TABLE_COLUMNS)
     return [Batch("muon-table", table)]
 
 
-def _jet_table_batches(frames: Frames, first: int) -> list[Batch]:
+def _jet_table_batches(frames: Frames) -> list[Batch]:
     jets = with_duplicates(frames["jet-table"], JET_TABLE_COLUMNS)
     jets, matches = with_jet_links(jets, frames["jet-matches"])
     return [Batch("jet-table", jets), Batch("jet-matches", matches)]
@@ -147,16 +143,14 @@ KINDS = {
                 ),
             ),
             suites.raw_muon_suites,
-            True,
-            _raw_muon_batches,
+            groups=suites.RAW_MUON_GROUPS,
         ),
         KindSpec(
             "muon-table",
             ValidateSettings,
             (TableSpec("muon-table", MUON_TABLE_COLUMNS, True, MUON_TABLE_COLUMNS),),
             suites.muon_table_suites,
-            False,
-            _muon_table_batches,
+            batches=_muon_table_batches,
         ),
         KindSpec(
             "raw-jet",
@@ -170,8 +164,7 @@ KINDS = {
                 ),
             ),
             suites.raw_jet_suites,
-            True,
-            _raw_jet_batches,
+            groups=suites.RAW_JET_GROUPS,
         ),
         KindSpec(
             "jet-table",
@@ -181,8 +174,7 @@ KINDS = {
                 TableSpec("jet-matches", JET_MATCH_COLUMNS, True, JET_MATCH_COLUMNS),
             ),
             _jet_suites,
-            False,
-            _jet_table_batches,
+            batches=_jet_table_batches,
         ),
     )
 }
@@ -226,11 +218,15 @@ def _iter_chunks(
 
 
 def _validate_layouts(
-    session: ValidationSession, kind: KindSpec, parquets: dict[str, pq.ParquetFile]
+    session: ValidationSession,
+    kind: KindSpec,
+    parquets: dict[str, pq.ParquetFile],
+    layout: RawLayout | None,
 ) -> list[ExpectationOutcome]:
     outcomes = []
     for table in kind.tables:
-        suite = suites.layout_suite(table.name, table.columns, exact=table.exact)
+        columns = layout.columns if layout is not None else table.columns
+        suite = suites.layout_suite(table.name, columns, exact=table.exact)
         session.add_suite(suite)
         layout = parquets[table.name].schema_arrow.empty_table().to_pandas()
         results = session.run(suite.name, layout, f"{suite.name} layout")
@@ -238,38 +234,56 @@ def _validate_layouts(
     return outcomes
 
 
+def _raw_reads(
+    kind: KindSpec,
+    settings: AnySettings,
+    parquet: pq.ParquetFile,
+    layout: RawLayout,
+) -> Iterator[tuple[int, int, list[Batch]]]:
+    """Yield (first event, events, batches) per chunk of a raw file, in project names."""
+    (table,) = kind.tables
+    columns = layout.columns if layout.rename else table.read_columns
+    for first, frame in _iter_chunks(
+        parquet, _present(parquet, columns), settings.batch_rows
+    ):
+        if layout.rename:
+            frame = frame.rename(columns=layout.rename)
+        yield first, len(frame), slot_batches(kind.name, frame, first, layout.groups)
+
+
+def _table_reads(
+    kind: KindSpec, parquets: dict[str, pq.ParquetFile]
+) -> Iterator[tuple[int, int, list[Batch]]]:
+    """Yield the one read of a flattened kind: every table whole."""
+    frames = {
+        table.name: parquets[table.name]
+        .read(columns=_present(parquets[table.name], table.read_columns))
+        .to_pandas()
+        for table in kind.tables
+    }
+    batches = kind.batches(frames) if kind.batches is not None else []
+    yield 0, len(next(iter(frames.values()))), batches
+
+
 def _validate_rows(
     session: ValidationSession,
     kind: KindSpec,
     settings: AnySettings,
     parquets: dict[str, pq.ParquetFile],
+    layout: RawLayout | None,
     statistics: dict[str, dict[str, Any]],
 ) -> list[ExpectationOutcome]:
     for suite in kind.row_suites(settings):
         session.add_suite(suite)
-    if kind.chunked:
-        (table,) = kind.tables
-        parquet = parquets[table.name]
-        reads = (
-            ({table.name: frame}, first)
-            for first, frame in _iter_chunks(
-                parquet, _present(parquet, table.read_columns), settings.batch_rows
-            )
-        )
+    if layout is not None:
+        reads = _raw_reads(kind, settings, parquets[kind.tables[0].name], layout)
     else:
-        frames = {
-            table.name: parquets[table.name]
-            .read(columns=_present(parquets[table.name], table.read_columns))
-            .to_pandas()
-            for table in kind.tables
-        }
-        reads = iter([(frames, 0)])
+        reads = _table_reads(kind, parquets)
 
     by_suite: dict[str, list[list[ExpectationOutcome]]] = {}
     chunks = 0
-    for frames, first in reads:
-        rows = len(next(iter(frames.values())))
-        for batch in kind.batches(frames, first):
+    for first, rows, batches in reads:
+        for batch in batches:
             run_name = f"{batch.suite} rows {first}-{first + rows}"
             results = session.run(batch.suite, batch.frame, run_name)
             by_suite.setdefault(batch.suite, []).append(
@@ -308,6 +322,7 @@ def run_validate(
     kind_name: str,
     inputs: list[Path],
     output_dir: Path,
+    column_map: ColumnMap | None = None,
 ) -> dict[str, Any]:
     """Validate the input files of one kind and write its reports into ``output_dir``.
 
@@ -316,13 +331,15 @@ def run_validate(
         kind_name: ``raw-muon``, ``muon-table``, ``raw-jet`` or ``jet-table``.
         inputs: the parquet files, one per table of the kind.
         output_dir: folder of ``<kind>.json``, ``<kind>.md`` and ``<kind>_data_docs.tar.gz``.
+        column_map: names of the raw columns in the user's files (raw kinds
+            only); None for the default layout.
 
     Returns:
         The JSON result.
 
     Raises:
-        ConfigError: on an unknown kind, settings of the other task, or a wrong
-            number of inputs.
+        ConfigError: on an unknown kind, settings of the other task, a wrong
+            number of inputs, or a column map that validation cannot apply.
         InputFileError: when an input is missing or not parquet.
         DataValidationError: when an expectation failed; the reports are written first.
     """
@@ -335,6 +352,14 @@ def run_validate(
         expected = " and ".join(table.name for table in kind.tables)
         raise ConfigError(
             f"validation kind {kind.name} takes {len(kind.tables)} input file(s) ({expected}), got {len(inputs)}"
+        )
+    layout = None
+    if kind.groups is not None:
+        layout = raw_layout(kind.name, kind.tables[0].columns, kind.groups, column_map)
+    elif column_map is not None:
+        raise ConfigError(
+            f"validation kind {kind.name} reads the project layout written by ingest; "
+            "pass --column-map only with raw-muon or raw-jet"
         )
     parquets = {
         table.name: open_parquet(path)
@@ -354,8 +379,10 @@ def run_validate(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="l1recal-data-docs-") as docs_dir:
         session = ValidationSession(Path(docs_dir), settings.examples)
-        outcomes = _validate_layouts(session, kind, parquets)
-        outcomes += _validate_rows(session, kind, settings, parquets, statistics)
+        outcomes = _validate_layouts(session, kind, parquets, layout)
+        outcomes += _validate_rows(
+            session, kind, settings, parquets, layout, statistics
+        )
         session.build_docs()
         seconds = time.perf_counter() - start
         _duplicate_fractions(outcomes, statistics)

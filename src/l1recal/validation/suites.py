@@ -3,7 +3,7 @@
 Each file has a layout suite, run once on a zero-row frame with the file's
 columns (the column-set check), and row suites, run on the data. A raw event
 file has one row suite per batch of :func:`l1recal.validation.derived.slot_batches`
-(the events batch and one stacked batch per slot feature); they hold only
+(one count batch per object type and one stacked batch per slot feature); they hold only
 per-row expectations, so that their counts add up over chunks. A flattened
 table has one row suite, which also holds table-wide expectations (row count,
 uniqueness, duplicate fraction) and runs on the whole table.
@@ -179,22 +179,28 @@ RAW_MUON_GROUPS = (MUON_SLOTS, L1_JET_SLOTS)
 RAW_JET_GROUPS = (L1_JET_SLOTS, PF_JET_SLOTS)
 
 
-def _events_suite(prefix: str, groups: Sequence[SlotGroup]) -> gx.ExpectationSuite:
-    expectations: list[gxe.Expectation] = []
-    for group in groups:
-        expectations += [
-            _between(group.count, 0, group.slots),
-            gxe.ExpectColumnPairValuesToBeEqual(
-                column_A=group.count,
-                column_B=group.filled_name,
-                meta={
-                    "column": group.count,
-                    "rows": f"compared with {group.filled_name}",
-                },
-            ),
-            *_not_null([group.count]),
-        ]
-    return gx.ExpectationSuite(name=f"{prefix}.events", expectations=expectations)
+def _count_suites(
+    prefix: str, groups: Sequence[SlotGroup]
+) -> list[gx.ExpectationSuite]:
+    """Build one suite per object count: its range and its agreement with the filled slots."""
+    return [
+        gx.ExpectationSuite(
+            name=f"{prefix}.{group.count}",
+            expectations=[
+                _between(group.count, 0, group.slots),
+                gxe.ExpectColumnPairValuesToBeEqual(
+                    column_A=group.count,
+                    column_B=group.filled_name,
+                    meta={
+                        "column": group.count,
+                        "rows": f"compared with {group.filled_name}",
+                    },
+                ),
+                *_not_null([group.count]),
+            ],
+        )
+        for group in groups
+    ]
 
 
 def _slot_suites(
@@ -284,7 +290,7 @@ def raw_muon_suites(settings: ValidateSettings) -> list[gx.ExpectationSuite]:
         ),
     }
     return [
-        _events_suite("raw-muon", RAW_MUON_GROUPS),
+        *_count_suites("raw-muon", RAW_MUON_GROUPS),
         *_slot_suites("raw-muon", MUON_SLOTS, ranges, filled_checks),
         *_l1_jet_suites("raw-muon"),
     ]
@@ -362,7 +368,7 @@ def raw_jet_suites(settings: JetValidateSettings) -> list[gx.ExpectationSuite]:
         )
     }
     return [
-        _events_suite("raw-jet", RAW_JET_GROUPS),
+        *_count_suites("raw-jet", RAW_JET_GROUPS),
         *_l1_jet_suites("raw-jet"),
         *_slot_suites("raw-jet", PF_JET_SLOTS, pf_ranges, filled_checks),
     ]
