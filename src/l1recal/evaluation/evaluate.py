@@ -242,7 +242,7 @@ def model_costs(
     }
     if settings.throughput_rows > 0 and costs:
         speeds = measure_throughput(
-            list(evaluation.bundles.values()),
+            evaluation.bundles,
             settings.throughput_rows,
             settings.throughput_seconds,
         )

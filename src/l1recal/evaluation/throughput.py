@@ -15,7 +15,7 @@ the 40 MHz LHC bunch-crossing rate is the fraction of one object per crossing
 that one process keeps up with.
 
 Run by hand: ``python -m l1recal.evaluation.throughput --threads 1 BUNDLE...``
-prints one JSON object, rows per second by model name.
+prints one JSON object, rows per second by bundle folder.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def time_bundle(
 def measure_in_process(
     bundle_dirs: list[Path], threads: int | None, rows: int, min_seconds: float
 ) -> dict[str, float]:
-    """Time every bundle in this process; rows per second by model name.
+    """Time every bundle in this process; rows per second by bundle folder (as given).
 
     Args:
         bundle_dirs: model bundle folders.
@@ -123,9 +123,12 @@ def measure_in_process(
     rates = {}
     for bundle_dir in bundle_dirs:
         name = load_bundle(bundle_dir).name
-        rates[name] = time_bundle(bundle_dir, rows, min_seconds)
+        rates[str(bundle_dir)] = time_bundle(bundle_dir, rows, min_seconds)
         logger.info(
-            "%s: %.3g rows/s (threads: %s)", name, rates[name], threads or "all"
+            "%s: %.3g rows/s (threads: %s)",
+            name,
+            rates[str(bundle_dir)],
+            threads or "all",
         )
     return rates
 
@@ -167,12 +170,12 @@ def measure_subprocess(
 
 
 def measure_throughput(
-    bundle_dirs: list[Path], rows: int, min_seconds: float
+    bundles: dict[str, Path], rows: int, min_seconds: float
 ) -> dict[str, dict[str, Any]]:
     """Measure every bundle on one thread and on all available threads.
 
     Args:
-        bundle_dirs: model bundle folders.
+        bundles: model bundle folder by model name.
         rows: rows per batch.
         min_seconds: minimum timed wall time per model and thread count, s.
 
@@ -181,30 +184,30 @@ def measure_throughput(
         ``threads`` (the count of "all"), ``batch_rows`` and the ratios of both
         rates to the 40 MHz bunch-crossing rate.
     """
-    if not bundle_dirs:
+    if not bundles:
         return {}
+    folders = list(bundles.values())
     threads = available_threads()
-    single = measure_subprocess(bundle_dirs, 1, rows, min_seconds)
+    single = measure_subprocess(folders, 1, rows, min_seconds)
     every = (
-        single
-        if threads == 1
-        else measure_in_process(bundle_dirs, None, rows, min_seconds)
+        single if threads == 1 else measure_in_process(folders, None, rows, min_seconds)
     )
-    return {
-        name: {
-            "rows_per_s_1_thread": single[name],
-            "rows_per_s_all_threads": every[name],
+    results = {}
+    for name, folder in bundles.items():
+        one, all_threads = single[str(folder)], every[str(folder)]
+        results[name] = {
+            "rows_per_s_1_thread": one,
+            "rows_per_s_all_threads": all_threads,
             "threads": threads,
             "batch_rows": rows,
-            "ratio_to_40mhz_1_thread": single[name] / BUNCH_CROSSING_RATE_HZ,
-            "ratio_to_40mhz_all_threads": every[name] / BUNCH_CROSSING_RATE_HZ,
+            "ratio_to_40mhz_1_thread": one / BUNCH_CROSSING_RATE_HZ,
+            "ratio_to_40mhz_all_threads": all_threads / BUNCH_CROSSING_RATE_HZ,
         }
-        for name in single
-    }
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Time bundles in this process and print rows per second by model name as JSON."""
+    """Time bundles in this process and print rows per second by bundle folder as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("bundles", nargs="+", type=Path, help="model bundle folders")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads to use")
