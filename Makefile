@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-all lint venv data clean pipeline
+.PHONY: demo test test-all lint venv data clean pipeline bench
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Ingest throughput and peak memory at 1 M and 10 M events (docs/benchmarks.md);
+# writes about 1.5 GB of temporary input under /tmp and takes tens of minutes.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest_bench.py --events 1000000 10000000 --jets 1000000
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -507,24 +507,30 @@ def extract(
         column_spec = spec.columns[feature]
         counted = features[feature].counted
         width = min(array.shape[1], project_slots)
-        used = filled[:, :width] if counted else np.ones((n_events, width), dtype=bool)
+        # ``array`` is a fresh copy (np.stack or padding), so it may be changed in place.
+        array = array[:, :width]
+        unused = ~filled[:, :width] if counted else None
         if array.dtype.kind == "f":
-            finite = np.isfinite(array[:, :width]) | ~used
-            if not finite.all():
-                event, slot = (int(i[0]) for i in np.nonzero(~finite))
+            bad = ~np.isfinite(array)
+            if unused is not None:
+                bad &= ~unused
+            if bad.any():
+                event, slot = (int(i[0]) for i in np.nonzero(bad))
                 name = mapped.columns[feature][slot if spec.layout == "flat" else 0]
                 raise InputFileError(
                     f"{where}: column {name} has a NaN or inf value in event {first_event + event}; "
                     "drop or fix these events before ingesting"
                 )
-        array = np.where(used, array[:, :width], 0)
+        if unused is not None and unused.any():
+            array[unused] = 0
         array = _apply_transform(array, column_spec, features[feature])
         target = np.int64 if features[feature].kind == "integer" else np.float64
-        padded = np.zeros((n_events, project_slots), dtype=target)
-        padded[:, :width] = array
-        if counted:
-            padded[~filled] = 0
-        values[feature] = padded
+        if width == project_slots:
+            values[feature] = array.astype(target, copy=False)
+        else:
+            padded = np.zeros((n_events, project_slots), dtype=target)
+            padded[:, :width] = array
+            values[feature] = padded
     return ObjectArrays(count=count, values=values, dropped=dropped)
 
 

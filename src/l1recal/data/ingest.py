@@ -190,7 +190,9 @@ def _write_muon_table(output_path: Path) -> Callable:
         per_file: dict[str, dict] = {}
         with (
             atomic_path(output_path) as staging,
-            pq.ParquetWriter(staging, MUON_TABLE_SCHEMA, compression="zstd") as writer,
+            pq.ParquetWriter(
+                staging, MUON_TABLE_SCHEMA, compression="zstd", use_dictionary=False
+            ) as writer,
         ):
             for plan, _, objects in batches:
                 muons = objects["muon"]

@@ -28,6 +28,7 @@ from l1recal.schema import (
     JET_MATCH_COLUMNS,
     JET_MATCH_DR,
     JET_TABLE_COLUMNS,
+    TWO_PI,
 )
 from l1recal.units import jet_eta, jet_phi_rad, wrap_delta_phi
 
@@ -101,6 +102,101 @@ class MatchResult:
     l1_valid: np.ndarray
 
 
+@dataclass
+class PairGeometry:
+    """Positions of the jets of a batch and dR^2 of every (PF, L1) pair.
+
+    Attributes:
+        l1_eta, l1_phi: L1 eta and phi (rad), float64, shape (n, l).
+        pf_eta, pf_phi: PF eta and phi (rad), float64, shape (n, p).
+        dr_squared: dR^2 of every pair in float32, shape (n, p, l); float32
+            halves the memory and triples the speed of the nearest-jet search.
+    """
+
+    l1_eta: np.ndarray
+    l1_phi: np.ndarray
+    pf_eta: np.ndarray
+    pf_phi: np.ndarray
+    dr_squared: np.ndarray
+
+
+def pair_geometry(
+    l1_eta: np.ndarray, l1_phi: np.ndarray, pf_eta: np.ndarray, pf_phi: np.ndarray
+) -> PairGeometry:
+    """Compute dR^2 of every (PF jet, L1 jet) pair of each event.
+
+    Args:
+        l1_eta, l1_phi: L1 eta and phi (rad), shape (n, l).
+        pf_eta, pf_phi: PF eta and phi (rad, any range), shape (n, p).
+    """
+    as32 = [np.asarray(a, dtype=np.float32) for a in (l1_eta, l1_phi, pf_eta, pf_phi)]
+    deta = as32[2][:, :, None] - as32[0][:, None, :]
+    dphi = np.abs(as32[3][:, :, None] - as32[1][:, None, :])
+    # Wrapping abs(dphi) into [0, pi] with one comparison needs abs(dphi) < 3 pi,
+    # true for phi in [-pi, pi) against [0, 2 pi); other ranges take the modulo first.
+    if dphi.size and dphi.max() >= 3 * np.pi:
+        np.mod(dphi, np.float32(TWO_PI), out=dphi)
+    dphi = np.where(dphi > np.pi, np.abs(dphi - np.float32(TWO_PI)), dphi)
+    np.multiply(deta, deta, out=deta)
+    np.multiply(dphi, dphi, out=dphi)
+    return PairGeometry(
+        l1_eta=np.asarray(l1_eta, dtype=np.float64),
+        l1_phi=np.asarray(l1_phi, dtype=np.float64),
+        pf_eta=np.asarray(pf_eta, dtype=np.float64),
+        pf_phi=np.asarray(pf_phi, dtype=np.float64),
+        dr_squared=np.add(deta, dphi, out=deta),
+    )
+
+
+def match_pairs(
+    geometry: PairGeometry,
+    l1_valid: np.ndarray,
+    pf_valid: np.ndarray,
+    max_dr: float = JET_MATCH_DR,
+) -> MatchResult:
+    """Match every valid PF jet to its nearest valid L1 jet if that dR is below ``max_dr``.
+
+    The nearest L1 jet is searched in float32, and its dR is then recomputed in
+    float64 for the cone. L1 jets whose dR to a PF jet differ by less than
+    float32 resolution (about 1e-7 relative) count as a tie.
+
+    Args:
+        geometry: positions and pair distances from :func:`pair_geometry`.
+        l1_valid: mask of L1 slots taking part, shape (n, l).
+        pf_valid: mask of PF slots taking part, shape (n, p).
+        max_dr: matching cone; dR equal to it does not match.
+
+    Returns:
+        The matched L1 slot and dR of every PF slot. Ties go to the lower L1 slot.
+    """
+    n_events, n_pf, n_l1 = geometry.dr_squared.shape
+    if n_l1 == 0:
+        nearest = np.zeros((n_events, n_pf), dtype=np.int64)
+        nearest_dr = np.full((n_events, n_pf), np.inf)
+    else:
+        candidates = np.where(
+            pf_valid[:, :, None] & l1_valid[:, None, :],
+            geometry.dr_squared,
+            np.float32(np.inf),
+        )
+        nearest = np.argmin(candidates, axis=2)  # first minimum: lowest L1 slot on ties
+        found = np.isfinite(
+            np.take_along_axis(candidates, nearest[:, :, None], axis=2)[:, :, 0]
+        )
+        deta = geometry.pf_eta - np.take_along_axis(geometry.l1_eta, nearest, axis=1)
+        dphi = wrap_delta_phi(
+            geometry.pf_phi - np.take_along_axis(geometry.l1_phi, nearest, axis=1)
+        )
+        nearest_dr = np.where(found, np.hypot(deta, dphi), np.inf)
+    matched = nearest_dr < max_dr
+    return MatchResult(
+        l1_index=np.where(matched, nearest, -1),
+        dr=np.where(matched, nearest_dr, np.nan),
+        pf_valid=pf_valid,
+        l1_valid=l1_valid,
+    )
+
+
 def match_jets(
     l1_eta: np.ndarray,
     l1_phi: np.ndarray,
@@ -115,30 +211,15 @@ def match_jets(
     Args:
         l1_eta, l1_phi: L1 eta and phi (rad), shape (n, l).
         l1_valid: mask of filled L1 slots, shape (n, l).
-        pf_eta, pf_phi: PF eta and phi (rad, any 2 pi range), shape (n, p).
+        pf_eta, pf_phi: PF eta and phi (rad), shape (n, p).
         pf_valid: mask of filled PF slots, shape (n, p).
         max_dr: matching cone; dR equal to it does not match.
 
     Returns:
         The matched L1 slot and dR of every PF slot. Ties go to the lower L1 slot.
     """
-    deta = pf_eta[:, :, None] - l1_eta[:, None, :]  # (n, p, l)
-    dphi = wrap_delta_phi(pf_phi[:, :, None] - l1_phi[:, None, :])
-    dr = np.sqrt(deta**2 + dphi**2)
-    dr[~(pf_valid[:, :, None] & l1_valid[:, None, :])] = np.inf
-    if dr.shape[2] == 0:
-        nearest = np.zeros(dr.shape[:2], dtype=np.int64)
-        nearest_dr = np.full(dr.shape[:2], np.inf)
-    else:
-        nearest = np.argmin(dr, axis=2)  # first minimum: lowest L1 slot on ties
-        nearest_dr = np.take_along_axis(dr, nearest[:, :, None], axis=2)[:, :, 0]
-    matched = nearest_dr < max_dr
-    return MatchResult(
-        l1_index=np.where(matched, nearest, -1),
-        dr=np.where(matched, nearest_dr, np.nan),
-        pf_valid=pf_valid,
-        l1_valid=l1_valid,
-    )
+    geometry = pair_geometry(l1_eta, l1_phi, pf_eta, pf_phi)
+    return match_pairs(geometry, l1_valid, pf_valid, max_dr)
 
 
 def slot_mask(count: np.ndarray, n_slots: int) -> np.ndarray:
@@ -146,16 +227,32 @@ def slot_mask(count: np.ndarray, n_slots: int) -> np.ndarray:
     return np.arange(n_slots)[None, :] < np.asarray(count)[:, None]
 
 
-def match_batch(batch: JetBatch, abs_eta_max: float | None) -> MatchResult:
-    """Match one batch, keeping only jets with abs(eta) < ``abs_eta_max`` when it is set."""
-    l1_eta = jet_eta(batch.l1_hw_eta)
-    l1_phi = jet_phi_rad(batch.l1_hw_phi)
+def batch_geometry(batch: JetBatch) -> PairGeometry:
+    """Compute the pair distances of a batch, shape (n, 35, 12)."""
+    return pair_geometry(
+        jet_eta(batch.l1_hw_eta),
+        jet_phi_rad(batch.l1_hw_phi),
+        batch.pf_eta,
+        batch.pf_phi,
+    )
+
+
+def match_batch(
+    batch: JetBatch, abs_eta_max: float | None, geometry: PairGeometry | None = None
+) -> MatchResult:
+    """Match one batch, keeping only jets with abs(eta) < ``abs_eta_max`` when it is set.
+
+    ``geometry`` from :func:`batch_geometry` saves recomputing the pairs when
+    one batch is matched under several selections.
+    """
     l1_valid = slot_mask(batch.l1_count, batch.l1_hw_pt.shape[1])
     pf_valid = slot_mask(batch.pf_count, batch.pf_pt.shape[1])
     if abs_eta_max is not None:
-        l1_valid &= np.abs(l1_eta) < abs_eta_max
+        l1_valid &= np.abs(jet_eta(batch.l1_hw_eta)) < abs_eta_max
         pf_valid &= np.abs(batch.pf_eta) < abs_eta_max
-    return match_jets(l1_eta, l1_phi, l1_valid, batch.pf_eta, batch.pf_phi, pf_valid)
+    if geometry is None:
+        geometry = batch_geometry(batch)
+    return match_pairs(geometry, l1_valid, pf_valid)
 
 
 def matched_l1_table(batch: JetBatch, match: MatchResult) -> pa.Table:
@@ -279,14 +376,22 @@ def _write_jet_outputs(
         with contextlib.ExitStack() as stack:
             table_staging = stack.enter_context(atomic_path(output_path))
             table_writer = stack.enter_context(
-                pq.ParquetWriter(table_staging, JET_TABLE_SCHEMA, compression="zstd")
+                pq.ParquetWriter(
+                    table_staging,
+                    JET_TABLE_SCHEMA,
+                    compression="zstd",
+                    use_dictionary=False,
+                )
             )
             match_writer = None
             if matches_path is not None:
                 match_staging = stack.enter_context(atomic_path(matches_path))
                 match_writer = stack.enter_context(
                     pq.ParquetWriter(
-                        match_staging, JET_MATCH_SCHEMA, compression="zstd"
+                        match_staging,
+                        JET_MATCH_SCHEMA,
+                        compression="zstd",
+                        use_dictionary=False,
                     )
                 )
             for plan, start, objects in batches:
@@ -295,14 +400,15 @@ def _write_jet_outputs(
                         offset += current.events
                     current = plan
                 batch = jet_batch(offset + start, objects)
+                geometry = batch_geometry(batch)
                 written = None
                 for name, abs_eta_max in SELECTIONS.items():
-                    match = match_batch(batch, abs_eta_max)
+                    match = match_batch(batch, abs_eta_max, geometry)
                     counts[name].add(batch, match)
                     if abs_eta_max == settings.abs_eta_max:
                         written = match
                 if written is None:
-                    written = match_batch(batch, settings.abs_eta_max)
+                    written = match_batch(batch, settings.abs_eta_max, geometry)
                 table = matched_l1_table(batch, written)
                 table_writer.write_table(table)
                 if match_writer is not None:
