@@ -121,7 +121,7 @@ def _peak_rss_mib() -> float:
     """Return this process's resident-memory high-water mark (VmHWM) in MiB.
 
     ru_maxrss is not used because Linux carries it across exec from the parent,
-    which holds the simulated events.
+    which contains the simulated events.
     """
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):

@@ -76,9 +76,12 @@ class JetPhysics(Settings):
     """
 
     mean_central_jets: float = Field(
-        1.0, description="Mean number of PF jets per event with abs(eta) < 3 (before neighbours)."
+        1.0,
+        description="Mean number of PF jets per event with abs(eta) < 3 (before neighbours).",
     )
-    central_pt_min_gev: float = Field(6.0, description="Lowest central PF jet pT in GeV.")
+    central_pt_min_gev: float = Field(
+        6.0, description="Lowest central PF jet pT in GeV."
+    )
     central_spectrum_index: float = Field(
         3.0, description="Central PF jet spectrum dN/dpT ~ pT^-index."
     )
@@ -89,31 +92,42 @@ class JetPhysics(Settings):
     mean_forward_jets: float = Field(
         19.0, description="Mean number of soft PF jets per event with 3 < abs(eta) < 5."
     )
-    forward_pt_min_gev: float = Field(6.5, description="Lowest forward PF jet pT in GeV.")
+    forward_pt_min_gev: float = Field(
+        6.5, description="Lowest forward PF jet pT in GeV."
+    )
     forward_spectrum_index: float = Field(
         4.2, description="Forward PF jet spectrum dN/dpT ~ pT^-index."
     )
     central_response: float = Field(
-        0.9, description="Raw L1 energy over PF pT for abs(eta) < 3, before calibration."
+        0.9,
+        description="Raw L1 energy over PF pT for abs(eta) < 3, before calibration.",
     )
     forward_response: float = Field(
-        0.12, description="Raw L1 energy over PF pT for abs(eta) > 3 (HF), before calibration."
+        0.12,
+        description="Raw L1 energy over PF pT for abs(eta) > 3 (HF), before calibration.",
     )
     noise_gev: float = Field(7.0, description="Noise term N of the L1 resolution, GeV.")
-    stochastic: float = Field(1.1, description="Stochastic term S of the L1 resolution, sqrt(GeV).")
+    stochastic: float = Field(
+        1.1, description="Stochastic term S of the L1 resolution, sqrt(GeV)."
+    )
     constant: float = Field(0.06, description="Constant term C of the L1 resolution.")
     pileup_offset_gev: float = Field(
-        1.0, description="Mean of the exponential pile-up energy added to each raw L1 jet, GeV."
+        1.0,
+        description="Mean of the exponential pile-up energy added to each raw L1 jet, GeV.",
     )
-    seed_threshold_gev: float = Field(4.0, description="L1 jet seed tower threshold, GeV.")
+    seed_threshold_gev: float = Field(
+        4.0, description="L1 jet seed tower threshold, GeV."
+    )
     seed_fraction: float = Field(
         0.5, description="Share of the raw L1 jet energy in the seed tower."
     )
     position_sigma: float = Field(
-        0.1, description="Gaussian L1 jet position resolution in eta and in phi (rad), abs(eta) < 3."
+        0.1,
+        description="Gaussian L1 jet position resolution in eta and in phi (rad), abs(eta) < 3.",
     )
     mean_pileup_l1_jets: float = Field(
-        0.5, description="Mean number of L1 jets per event from pile-up, with no PF partner."
+        0.5,
+        description="Mean number of L1 jets per event from pile-up, with no PF partner.",
     )
 
 
@@ -137,7 +151,9 @@ class SimulateSettings(Settings):
     )
     physics: MuonPhysics = MuonPhysics()
     jet_events: int = Field(
-        100_000, ge=0, description="Number of ZeroBias jet events written (0: no jet file)."
+        100_000,
+        ge=0,
+        description="Number of ZeroBias jet events written (0: no jet file).",
     )
     jet_physics: JetPhysics = JetPhysics()
 
@@ -154,7 +170,9 @@ class JetIngestSettings(Settings):
     """Settings of ``l1recal ingest --task jet``."""
 
     batch_rows: int = Field(
-        16_384, gt=0, description="Events read per chunk (bounds memory: 420 dR values per event)."
+        16_384,
+        gt=0,
+        description="Events read per chunk (bounds memory: 420 dR values per event).",
     )
     abs_eta_max: float | None = Field(
         None,

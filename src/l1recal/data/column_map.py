@@ -2,7 +2,7 @@
 
 A column map is a YAML file (shipped ones: ``column_maps/*.yaml``) with one
 section per object type, ``muon``, ``l1_jet`` and ``pf_jet``. Each section
-says how the objects of an event are stored:
+describes the storage of the objects of an event:
 
 * ``layout: flat``: one column per slot, named by a pattern with ``{slot}``
   (``hwPtL1_{slot}``), and a ``count`` column with the filled slots per event;
@@ -10,7 +10,7 @@ says how the objects of an event are stored:
   ``L1Jet_hwPt``), with an optional ``count`` column (``nL1Jet``).
 
 ``columns`` maps each project feature to the user's column, either a name or
-``{column: NAME, transform: T}``. Transforms: ``physical`` (the column holds
+``{column: NAME, transform: T}``. Transforms: ``physical`` (the column contains
 GeV / rad / eta, converted to the project's hardware integer with its bin
 width), ``charge_to_sign`` (a charge in {-1, +1} to the uGMT sign bit).
 Objects past the project's slots (8 muons, 12 L1 jets, 35 PF jets) are dropped.
@@ -118,7 +118,7 @@ class ColumnSpec(_Strict):
 
 
 class ObjectSpec(_Strict):
-    """How the objects of one type are stored in the user's files."""
+    """Storage layout of one object type in the user's files."""
 
     layout: Literal["flat", "jagged"] = "flat"
     count: str | None = Field(
@@ -397,11 +397,11 @@ def _check_dtype(
     where: str, name: str, info: ColumnInfo, expected: Kind, jagged: bool
 ) -> None:
     if info.jagged != jagged:
-        wanted, found = (
+        expected_layout, found = (
             ("a list per event", "one value") if jagged else ("one value", "a list")
         )
         raise InputFileError(
-            f"{where}: column {name} holds {found} per event, expected {wanted}; "
+            f"{where}: column {name} contains {found} per event, expected {expected_layout}; "
             "set 'layout' of the column map to match the file"
         )
     if expected == "integer" and info.kind != "integer":

@@ -138,7 +138,7 @@ def stream_inputs(
     ``write`` consumes (plan, first event, objects) tuples and writes its
     outputs atomically. When an input fails mid-stream and ``skip_bad_files``
     is set, it is recorded in ``skipped`` and ``write`` runs again without it,
-    so no output ever holds part of a bad file.
+    so no output contains part of a bad file.
     """
     while True:
         total = sum(plan.events for plan in plans)
@@ -298,7 +298,7 @@ def run_ingest(
 
     Returns:
         ``{"file", "events", "matched_muons"}``; the stats JSON at
-        ``stats_path`` holds the full statistics of :func:`ingest_muons`.
+        ``stats_path`` contains the full statistics of :func:`ingest_muons`.
     """
     stats = ingest_muons(settings, input_path, output_path, stats_path, **options)
     return {key: stats[key] for key in ("file", "events", "matched_muons")}

@@ -92,8 +92,8 @@ class MatchResult:
     Attributes:
         l1_index: matched L1 slot per PF slot, -1 when unmatched or empty, shape (n, p).
         dr: dR to that L1 jet, NaN when unmatched, shape (n, p).
-        pf_valid: PF slot holds a jet inside the selection, shape (n, p).
-        l1_valid: L1 slot holds a jet inside the selection, shape (n, l).
+        pf_valid: PF slot contains a jet inside the selection, shape (n, p).
+        l1_valid: L1 slot contains a jet inside the selection, shape (n, l).
     """
 
     l1_index: np.ndarray

@@ -3,7 +3,7 @@
 Every reader yields the requested columns in batches of at most ``batch_rows``
 events, as 1-D numpy arrays (one value per event) or awkward arrays (a list per
 event). Memory is bounded by the batch, never by the file. Errors name the file
-(and the tree, row group or column) and say what to do; they are raised as
+(and the tree, row group or column) and the fix; they are raised as
 :class:`l1recal.errors.InputFileError`.
 
 Format by extension: ``.parquet``/``.pq``, ``.root``, ``.h5``/``.hdf5``/``.hdf``,
@@ -55,7 +55,7 @@ class ColumnInfo:
     Attributes:
         dtype: type name as the format spells it (arrow or numpy), for messages.
         kind: ``integer``, ``floating`` or ``other`` (of the values of a jagged column).
-        jagged: the column holds a variable-length list per event.
+        jagged: the column contains a variable-length list per event.
     """
 
     dtype: str
