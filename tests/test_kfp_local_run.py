@@ -1,8 +1,8 @@
 """The compiled pipeline's container commands, run here in dependency order, and the retraining loop.
 
-A small git and DVC repository with a local DVC remote stands in for the
-project's repository; a new simulated batch in a landing folder stands in
-for newly arrived ZeroBias data.
+A small git and DVC repository with a local DVC remote replaces the
+project's repository. A new simulated batch in a landing folder plays the
+part of newly arrived ZeroBias data.
 """
 
 from __future__ import annotations
@@ -20,24 +20,24 @@ import yaml
 
 from conftest import REPO_ROOT
 from l1recal.config import SimulateSettings
+from l1recal.errors import InputFileError
 from l1recal.kfp.client import DEFAULT_PIPELINE_FILE
 from l1recal.kfp.local_run import LocalRunner
 from l1recal.kfp.retrain import MANIFEST_FILE, register_batches, retrain_local
 from l1recal.simulation.stage import MUON_EVENTS_FILE, run_simulate
 
 SMALL_PARAMS = {
-    "simulate": {"n_events": 6_000, "noise_floor_muons": 50_000},
+    "simulate": {"n_events": 6_000, "noise_floor_muons": 50_000, "jet_events": 8_000},
     "train_network": {"max_epochs": 3, "patience": 2, "batch_size": 256},
     "train_falkon": {
-        "models": [
-            {
-                "name": "falkon_gaussian_m30",
-                "centres": 30,
-                "sigma": 0.5,
-                "penalty": 1e-6,
-            }
-        ]
+        "models": [{"name": "falkon_gaussian_m30", "centres": 30, "sigma": 0.5}]
     },
+    "jet_train_network": {"max_epochs": 3, "patience": 2, "batch_size": 256},
+    "jet_train_falkon": {
+        "models": [{"name": "falkon_gaussian_m30", "centres": 30, "sigma": 0.5}]
+    },
+    "evaluate": {"throughput_rows": 2_000, "throughput_seconds": 0.05},
+    "jet_evaluate": {"throughput_rows": 2_000, "throughput_seconds": 0.05},
     "hls": {"scan_widths": [16], "max_test_rows": 300},
 }
 #: Approval settings a tiny training run can pass: the point here is the
@@ -98,7 +98,9 @@ def _build_project(root: Path) -> Path:
         params.setdefault(section, {}).update(values)
     (checkout / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run_simulate(
-        SimulateSettings(n_events=6_000, noise_floor_muons=50_000, seed=3),
+        SimulateSettings(
+            n_events=6_000, noise_floor_muons=50_000, jet_events=8_000, seed=3
+        ),
         checkout / "data" / "raw",
     )
     (checkout / "data" / ".gitignore").write_text("/raw\n")
@@ -156,7 +158,7 @@ def test_register_batches_rejects_other_schema(project_template: Path, tmp_path:
         ["hwPtL1_0"]
     )
     pq.write_table(table, landing / "muon_events_bad.parquet")
-    with pytest.raises(Exception, match="schema differs"):
+    with pytest.raises(InputFileError, match="schema differs"):
         register_batches(checkout, landing)
     assert _git("status", "--porcelain", "--untracked-files=no", cwd=checkout) == ""
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from kfp import dsl
 from kfp.dsl import (
+    HTML,
     Artifact,
     Dataset,
     Input,
@@ -168,7 +169,7 @@ def ingest(
     table: Output[Dataset],
     stats: Output[Metrics],
 ):
-    """Flatten raw events to one row per matched L1 object (``l1recal ingest``)."""
+    """Flatten raw muon events to one row per matched muon (``l1recal ingest``)."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.cpu,
         command=["l1recal", "ingest"],
@@ -179,35 +180,68 @@ def ingest(
             stats.path,
             "--params",
             params.path,
+            "--task",
+            "muon",
+        ],
+    )
+
+
+@dsl.container_component
+def jet_ingest(
+    raw: Input[Dataset],
+    params: Input[Artifact],
+    raw_file: str,
+    table: Output[Dataset],
+    matches: Output[Dataset],
+    stats: Output[Metrics],
+):
+    """Match PF jets to L1 jets by dR and write one row per matched L1 jet (``l1recal ingest --task jet``)."""
+    return dsl.ContainerSpec(
+        image=DEFAULT_IMAGES.cpu,
+        command=["l1recal", "ingest"],
+        args=[
+            dsl.ConcatPlaceholder([raw.path, "/", raw_file]),
+            table.path,
+            "--matches",
+            matches.path,
+            "--stats",
+            stats.path,
+            "--params",
+            params.path,
+            "--task",
+            "jet",
         ],
     )
 
 
 @dsl.container_component
 def validate(
-    table: Input[Dataset],
+    data: Input[Dataset],
+    data_file: str,
+    kind: str,
     params: Input[Artifact],
-    task: str,
-    result: Output[Metrics],
-    data_docs: Output[Artifact],
-    summary: Output[Markdown],
+    report: Output[Artifact],
+    matches: Input[Dataset] = None,
 ):
-    """Check the flattened table with the Great Expectations suites (``l1recal validate``)."""
+    """Check a raw file or a flattened table with its Great Expectations suites (``l1recal validate``).
+
+    ``data_file`` names the file inside a folder artifact (the raw data); it is
+    empty for a table artifact, which is the file itself. The report folder
+    contains ``<kind>.json``, ``<kind>.md`` and the packed Data Docs. A failed
+    expectation fails the task, so nothing downstream runs.
+    """
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.cpu,
         command=["l1recal", "validate"],
         args=[
-            table.path,
-            "--result",
-            result.path,
-            "--data-docs",
-            data_docs.path,
-            "--summary",
-            summary.path,
+            dsl.ConcatPlaceholder([data.path, data_file]),
+            dsl.IfPresentPlaceholder(input_name="matches", then=[matches.path]),
+            "--kind",
+            kind,
+            "--output-dir",
+            report.path,
             "--params",
             params.path,
-            "--task",
-            task,
         ],
     )
 
@@ -216,13 +250,14 @@ def validate(
 def preprocess(
     table: Input[Dataset],
     params: Input[Artifact],
+    task: str,
     splits: Output[Dataset],
 ):
     """Select, transform and split the table into train, validation and test (``l1recal preprocess``)."""
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.cpu,
         command=["l1recal", "preprocess"],
-        args=[table.path, splits.path, "--params", params.path],
+        args=[table.path, splits.path, "--params", params.path, "--task", task],
     )
 
 
@@ -261,16 +296,24 @@ def evaluate(
     splits: Input[Dataset],
     network_models: Input[Model],
     falkon_models: Input[Model],
-    raw: Input[Dataset],
     params: Input[Artifact],
     task: str,
     metrics: Output[Metrics],
+    ui_metrics: Output[Metrics],
     table: Output[Markdown],
+    report: Output[HTML],
+    summary: Output[Markdown],
+    figures: Output[Artifact],
+    costs: Output[Metrics],
+    raw: Input[Dataset] = None,
 ):
-    """Score every model and the L1 baseline on the test split (``l1recal evaluate``).
+    """Score every model and the L1 baseline on the test split and write the report (``l1recal evaluate``).
 
-    The noise floor is read from the raw folder when the simulator wrote one
-    there; real data has none and the stage then leaves that row out.
+    ``metrics`` is the nested RMSE record that the approval gate reads;
+    ``ui_metrics`` contains the same numbers as flat scalars, and the executor
+    output file makes them the metadata that the Kubeflow UI shows. With
+    ``raw`` given (simulated muons), the noise floor next to the raw events
+    becomes a reference row.
     """
     return dsl.ContainerSpec(
         image=DEFAULT_IMAGES.cpu,
@@ -281,12 +324,31 @@ def evaluate(
             network_models.path,
             "--models",
             falkon_models.path,
-            "--noise-floor",
-            dsl.ConcatPlaceholder([raw.path, "/", NOISE_FLOOR_FILE]),
+            dsl.IfPresentPlaceholder(
+                input_name="raw",
+                then=[
+                    "--noise-floor",
+                    dsl.ConcatPlaceholder([raw.path, "/", NOISE_FLOOR_FILE]),
+                ],
+            ),
             "--metrics",
             metrics.path,
             "--table",
             table.path,
+            "--report",
+            report.path,
+            "--summary",
+            summary.path,
+            "--figures",
+            figures.path,
+            "--costs",
+            costs.path,
+            "--kfp-metrics",
+            ui_metrics.path,
+            "--kfp-executor-output",
+            dsl.PIPELINE_TASK_EXECUTOR_OUTPUT_PATH_PLACEHOLDER,
+            "--kfp-metrics-name",
+            "ui_metrics",
             "--params",
             params.path,
             "--task",
@@ -355,7 +417,7 @@ def approve(
 ):
     """Choose per kind the model that may be served and synthesised (``l1recal approve``).
 
-    The champion registry on the model store holds the served models; the
+    The champion registry on the model store contains the served models; the
     gate scores them on the current test split and compares.
     """
     return dsl.ContainerSpec(

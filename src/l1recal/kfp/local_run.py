@@ -8,9 +8,10 @@ every command runs with the current environment's ``l1recal``. Output
 artifacts are written under ``<workdir>/<task>/<output name>``.
 
 Supported placeholders: input and output artifact paths, input parameter
-values, output parameter files, and the ``Concat`` and ``IfPresent``
-structures; conditions of the form ``inputs.parameter_values['name'] ==
-value`` joined with ``&&`` or ``||``.
+values, output parameter files, the executor output file, and the
+``Concat`` and ``IfPresent`` structures. Supported trigger conditions:
+``inputs.parameter_values['name'] == value`` terms joined with ``&&`` or
+``||``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 _PLACEHOLDER = re.compile(
     r"\{\{\$\.(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\](?:\.(path|output_file|uri))?\}\}"
 )
+#: Path of the executor output file (output metadata) of a task.
+EXECUTOR_OUTPUT_PLACEHOLDER = "{{$.outputs.output_file}}"
 _CONDITION_VALUE = re.compile(r"inputs\.parameter_values\['([^']+)'\]")
 
 
@@ -176,13 +179,13 @@ class LocalRunner:
         for path in parameter_files.values():
             path.parent.mkdir(parents=True, exist_ok=True)
         task_dir.mkdir(parents=True, exist_ok=True)
-        context = _Context(inputs, artifact_paths, parameter_files)
-        command = [
-            *(_expand(item, context) for item in container.get("command", [])),
-        ]
-        for item in container.get("args", []):
-            command.extend(_expand_arg(item, context))
+
+        context = _Context(
+            inputs, artifact_paths, parameter_files, task_dir / "executor_output.json"
+        )
+        command = _build_command(container, context)
         result.command = command
+
         logger.info("running %s: %s", result.display_name, " ".join(command))
         completed = subprocess.run(
             command,
@@ -195,6 +198,7 @@ class LocalRunner:
             check=False,
         )
         (task_dir / "log.txt").write_text(completed.stdout + completed.stderr)
+
         if completed.returncode != 0:
             result.status = f"failed (exit {completed.returncode})"
             tail = "\n".join((completed.stderr or completed.stdout).splitlines()[-15:])
@@ -202,6 +206,7 @@ class LocalRunner:
                 f"task {result.display_name!r} failed (exit {completed.returncode}): "
                 f"{' '.join(command)}\n{tail}"
             )
+
         self._artifact_outputs[name] = artifact_paths
         self._parameter_outputs[name] = {
             key: _read_parameter(path, outputs["parameters"][key]["parameterType"])
@@ -227,6 +232,14 @@ class _Context:
     inputs: _Scope
     artifact_paths: dict[str, Path]
     parameter_files: dict[str, Path]
+    executor_output: Path
+
+
+def _build_command(container: dict, context: _Context) -> list[str]:
+    command = [_expand(item, context) for item in container.get("command", [])]
+    for item in container.get("args", []):
+        command.extend(_expand_arg(item, context))
+    return command
 
 
 def _render(value: Any) -> str:
@@ -248,6 +261,7 @@ def _expand(text: str, context: _Context) -> str:
             return str(context.parameter_files[key])
         raise ConfigError(f"unsupported placeholder {match.group(0)}")
 
+    text = text.replace(EXECUTOR_OUTPUT_PLACEHOLDER, str(context.executor_output))
     return _PLACEHOLDER.sub(substitute, text)
 
 

@@ -77,6 +77,7 @@ ALL_STAGES = (
 READY_STAGES = (
     "register_data",
     "ingest",
+    "validate",
     "preprocess",
     "train_network",
     "train_falkon",
@@ -89,7 +90,7 @@ READY_STAGES = (
 )
 TASKS = ("muon", "jet")
 #: Tasks whose stage commands all exist (jets need ``ingest --task jet``).
-READY_TASKS = ("muon",)
+READY_TASKS = ("muon", "jet")
 
 
 @dataclass(frozen=True)
@@ -318,33 +319,50 @@ def _task_branch(
     stages: frozenset[str],
 ) -> dict[str, PipelineChannel]:
     """Wire ingest ... evaluate (and csim) of one task; return its artifacts by name."""
+    raw_file = c.RAW_EVENTS_FILE[task]
+    raw_check = None
+    if "validate" in stages:
+        raw_check = _named(
+            c.validate(
+                data=raw, data_file=f"/{raw_file}", kind=f"raw-{task}", params=params
+            ),
+            f"{task} validate raw",
+            images.cpu,
+        )
+        _sized(raw_check, MEDIUM)
+
+    component = c.jet_ingest if task == "jet" else c.ingest
     ingest = _named(
-        c.ingest(raw=raw, params=params, raw_file=c.RAW_EVENTS_FILE[task]),
+        component(raw=raw, params=params, raw_file=raw_file),
         f"{task} ingest",
         images.cpu,
     )
     _sized(ingest, MEDIUM)
     table = ingest.outputs["table"]
+    # Validation writes no input of the next step; a failed check must still stop it.
+    if raw_check is not None:
+        ingest.after(raw_check)
 
-    preprocess_after = []
+    table_check = None
     if "validate" in stages:
-        check = _named(
-            c.validate(table=table, params=params, task=task),
-            f"{task} validate",
+        matches = {"matches": ingest.outputs["matches"]} if task == "jet" else {}
+        table_check = _named(
+            c.validate(
+                data=table, data_file="", kind=f"{task}-table", params=params, **matches
+            ),
+            f"{task} validate table",
             images.cpu,
         )
-        _sized(check, MEDIUM)
-        preprocess_after.append(check)
+        _sized(table_check, MEDIUM)
 
     prepare = _named(
-        c.preprocess(table=table, params=params),
+        c.preprocess(table=table, params=params, task=task),
         f"{task} preprocess",
         images.cpu,
     )
     _sized(prepare, MEDIUM)
-    # Validation writes no input of preprocess; a failed check must still stop it.
-    for upstream in preprocess_after:
-        prepare.after(upstream)
+    if table_check is not None:
+        prepare.after(table_check)
     splits = prepare.outputs["splits"]
 
     # The two trainers read only the splits, so they run side by side.
@@ -372,9 +390,10 @@ def _task_branch(
                 splits=splits,
                 network_models=network.outputs["models"],
                 falkon_models=falkon.outputs["models"],
-                raw=raw,
                 params=params,
                 task=task,
+                # Only the muon simulation writes a noise floor.
+                **({"raw": raw} if task == "muon" else {}),
             ),
             f"{task} evaluate",
             images.cpu,

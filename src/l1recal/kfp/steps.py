@@ -226,11 +226,12 @@ def roll_out(
 ) -> dict[str, Any]:
     """Publish the packaged models to the serving model store and restart serving.
 
-    Copies the ``.bentomodel`` files into ``<model_store>/<kind>/``, replaces
-    the champion entry of each approved kind in ``<model_store>/approved.json``,
-    promotes its bundle into the champion registry ``<model_store>/champions``
-    (which the next run's approval gate compares against) and appends one line per kind to ``<model_store>/history.jsonl``, so the
-    data version of every served model stays on record. Kinds without an
+    Copies the ``.bentomodel`` files into ``<model_store>/<kind>/`` and
+    replaces the entry of each approved kind in ``<model_store>/approved.json``.
+    It promotes the approved bundle into the champion registry
+    ``<model_store>/champions``, which the next run's approval gate compares
+    against. It appends one line per kind to ``<model_store>/history.jsonl``,
+    so the data version of every served model stays on record. Kinds without an
     approved model keep their champion. Inside a cluster it then patches the
     serving Deployment's pod template, which makes Kubernetes replace the pods
     one by one; outside one (no ``KUBERNETES_SERVICE_HOST``) it skips that step
