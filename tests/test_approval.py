@@ -199,6 +199,7 @@ def test_approve_writes_contract_and_promotes(registry_setup, small_splits):
         promote_approved=True,
         models_root=models,
     )
+
     written = json.loads(output.read_text())
     assert written == json.loads(json.dumps(document))
     muon = written["muon"]
@@ -215,14 +216,17 @@ def test_approve_writes_contract_and_promotes(registry_setup, small_splits):
         "message",
     ):
         assert key in muon, key
+
     assert muon["approved"] is True
     assert muon["model"] == "falkon_a"
     assert muon["family"] == "falkon"
     assert muon["replaced_champion"] is None
     assert muon["message"] == "falkon_a approved; no previous champion"
+
     assert written["jet"]["approved"] is False
     assert written["jet"]["message"] == NO_MODEL_MESSAGE
     assert written["jet"]["model"] is None
+
     assert (champions / "muon" / CHAMPION_RECORD).exists()
     assert (champions / "muon" / CHAMPION_BUNDLE / "falkon.npz").exists()
 
