@@ -364,3 +364,31 @@ def test_approve_cli_exits_zero_when_nothing_passes(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads(output.read_text())["muon"]["message"] == NO_MODEL_MESSAGE
+
+
+@pytest.mark.parametrize(("matches", "rescored"), [(True, True), (False, False)])
+def test_served_champion_bundle_must_match(
+    registry_setup, small_splits, matches, rescored
+):
+    from l1recal.evaluation.approval import bundle_digest
+
+    work, models, metrics = registry_setup
+    bundle = models / "muon" / "falkon" / "falkon_a"
+    served = work / "served_approved.json"
+    record = {
+        "approved": True,
+        "model": "falkon_a",
+        "bundle": str(bundle),
+        "bundle_sha256": bundle_digest(bundle) if matches else "0" * 64,
+        "metrics": GOOD,
+    }
+    served.write_text(json.dumps({"muon": record}))
+    document = run_approve(
+        SETTINGS,
+        {"muon": metrics, "jet": work / "none.json"},
+        work / "approved.json",
+        data_dirs={"muon": small_splits},
+        models_root=models,
+        champion_file=served,
+    )
+    assert document["muon"]["champion"]["rescored_on_current_test"] is rescored

@@ -299,8 +299,20 @@ def _champion_bundle(
 ) -> Path | None:
     if champion_dir is not None and (champion_dir / kind / CHAMPION_RECORD).exists():
         return champion_dir / kind / CHAMPION_BUNDLE
-    bundle = record.get("bundle")
-    return Path(bundle) if bundle else None
+    bundle = Path(record["bundle"]) if record.get("bundle") else None
+    if bundle is None or not (bundle / MODEL_CARD_FILE).exists():
+        return None
+    # The record's bundle path may since contain a newly trained model of the same
+    # name, so it counts only when its contents still match the record.
+    if record.get("bundle_sha256") != bundle_digest(bundle):
+        logger.warning(
+            "%s: %s no longer contains champion %s (SHA-256 differs); not re-scoring it",
+            kind,
+            bundle,
+            record.get("model"),
+        )
+        return None
+    return bundle
 
 
 def _champion_summary(champion: Champion | None) -> dict[str, Any] | None:
