@@ -322,3 +322,50 @@ def test_jet_figures_and_report(tmp_path):
     assert "| L1 (uncorrected) | 0.4000 |" in summary
     assert "*study: L1* | 1.102 |" in summary
     assert "(figures/jet_l1_vs_pf.png)" in summary
+
+
+def test_evaluate_cli_writes_report(tmp_path, small_splits, small_raw, report_dir):
+    from typer.testing import CliRunner
+
+    from l1recal.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text("evaluate:\n  throughput_rows: 0\n  figure_rows: 2000\n")
+    models = report_dir.parent / "models" / "muon" / "falkon"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(small_splits),
+            "--models",
+            str(models),
+            "--noise-floor",
+            str(small_raw / NOISE_FLOOR_FILE),
+            "--metrics",
+            str(tmp_path / "muon_metrics.json"),
+            "--table",
+            str(tmp_path / "muon_rmse.md"),
+            "--report",
+            str(tmp_path / "report.html"),
+            "--summary",
+            str(tmp_path / "report.md"),
+            "--costs",
+            str(tmp_path / "muon_costs.json"),
+            "--kfp-executor-output",
+            str(tmp_path / "output_metadata.json"),
+            "--params",
+            str(params),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    # Without --figures the PNG files are temporary, so the summary links none.
+    assert ".png)" not in (tmp_path / "report.md").read_text()
+    costs = json.loads((tmp_path / "muon_costs.json").read_text())
+    assert "throughput" not in costs[MODEL]
+    executor = json.loads((tmp_path / "output_metadata.json").read_text())
+    assert (
+        f"muon_{MODEL}_phi"
+        in executor["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    )
