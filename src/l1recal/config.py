@@ -374,6 +374,13 @@ class EvaluateSettings(Settings):
         gt=0,
         description="Minimum wall time, in s, of repeated batches per model and thread count.",
     )
+    simulated: bool | None = Field(
+        None,
+        description=(
+            "Label the figures as simulation; null: simulated exactly when a noise "
+            "floor is given."
+        ),
+    )
 
 
 class ApproveSettings(Settings):

@@ -375,7 +375,9 @@ def _draw_figures(
         evaluation.predictions,
         models,
         settings.figure_rows,
-        simulated=NOISE_FLOOR in metrics,
+        simulated=(
+            NOISE_FLOOR in metrics if settings.simulated is None else settings.simulated
+        ),
     )
     return figures + tuning_figures(outputs.tuning_dir)
 
