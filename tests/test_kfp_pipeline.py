@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import typer
@@ -18,8 +22,14 @@ from typer._click.exceptions import UsageError
 
 from conftest import REPO_ROOT
 from l1recal.cli import app
-from l1recal.kfp import pipeline, steps
-from l1recal.kfp.client import DEFAULT_PIPELINE_FILE, compile_pipeline
+from l1recal.kfp import components, pipeline, steps
+from l1recal.kfp.client import (
+    DEFAULT_PIPELINE_FILE,
+    Endpoint,
+    compile_pipeline,
+    run,
+    schedule,
+)
 from l1recal.kfp.local_run import _PLACEHOLDER
 
 GOLDEN = REPO_ROOT / DEFAULT_PIPELINE_FILE
@@ -353,3 +363,113 @@ def test_schedule_rejects_five_field_cron():
     assert result.returncode == 1
     assert "six fields, seconds first" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_components_folder_reexports():
+    spec = importlib.util.spec_from_file_location(
+        "l1recal_components", REPO_ROOT / "components" / "l1recal_components.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in module.__all__:
+        assert getattr(module, name) is getattr(components, name)
+
+
+class _KfpStub(http.server.BaseHTTPRequestHandler):
+    """Loopback stand-in for the KFP v2beta1 REST API; records every request body."""
+
+    requests: ClassVar[list[tuple[str, str, dict]]] = []
+
+    def _reply(self, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.requests.append(("GET", self.path, {}))
+        if "healthz" in self.path:
+            self._reply({"multi_user": False})
+        else:
+            self._reply({})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.requests.append(("POST", self.path, body))
+        if self.path.endswith("/experiments"):
+            self._reply(
+                {
+                    "experiment_id": "experiment-1",
+                    "display_name": body.get("display_name"),
+                }
+            )
+        elif self.path.endswith("/recurringruns"):
+            self._reply({**body, "recurring_run_id": "recurring-1"})
+        elif self.path.endswith("/runs"):
+            self._reply({**body, "run_id": "run-1"})
+        else:
+            self._reply({})
+
+    def log_message(self, format: str, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def kfp_stub():
+    _KfpStub.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KfpStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _KfpStub.requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_schedule_request_body(kfp_stub):
+    host, requests = kfp_stub
+    endpoint = Endpoint(host=host, namespace="l1recal", token=None)
+    job_id = schedule(
+        endpoint,
+        GOLDEN,
+        "0 0 3 * * *",
+        {"landing_dir": "/mnt/landing"},
+        "l1recal",
+        "l1recal-retraining",
+    )
+    assert job_id == "recurring-1"
+    posted = [
+        body for method, path, body in requests if path.endswith("/recurringruns")
+    ]
+    assert len(posted) == 1
+    body = posted[0]
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert int(body["max_concurrency"]) == 1
+    assert body["no_catchup"] is True
+    assert body["experiment_id"] == "experiment-1"
+    assert body["runtime_config"]["parameters"] == {"landing_dir": "/mnt/landing"}
+    # kfp 2.17 sends the pipeline and platform specs of the package together.
+    package = body["pipeline_spec"]
+    assert package["pipeline_spec"]["pipelineInfo"]["name"] == pipeline.PIPELINE_NAME
+    assert "kubernetes" in package["platform_spec"]["platforms"]
+
+
+def test_run_request_body(kfp_stub):
+    host, requests = kfp_stub
+    endpoint = Endpoint(host=host, namespace="l1recal", token="secret-token")
+    run_id = run(
+        endpoint,
+        GOLDEN,
+        {"data_revision": "v2"},
+        "l1recal",
+        "manual",
+        service_account="l1recal-pipeline-runner",
+    )
+    assert run_id == "run-1"
+    posted = [body for method, path, body in requests if path.endswith("/runs")]
+    assert len(posted) == 1
+    assert posted[0]["display_name"] == "manual"
+    assert posted[0]["runtime_config"]["parameters"] == {"data_revision": "v2"}
+    assert posted[0]["service_account"] == "l1recal-pipeline-runner"

@@ -46,6 +46,13 @@ ArgumentOption = Annotated[
         help="Pipeline parameter NAME=VALUE (VALUE parsed as JSON when it is JSON); repeat for several.",
     ),
 ]
+ServiceAccountOption = Annotated[
+    str | None,
+    typer.Option(
+        "--service-account",
+        help="Service account of the task pods, e.g. l1recal-pipeline-runner; default: the cluster's.",
+    ),
+]
 ExperimentOption = Annotated[
     str, typer.Option("--experiment", help="Experiment the runs belong to.")
 ]
@@ -119,6 +126,7 @@ def run_command(
     argument: ArgumentOption = None,
     experiment: ExperimentOption = "l1recal",
     run_name: Annotated[str | None, typer.Option(help="Name of the run.")] = None,
+    service_account: ServiceAccountOption = None,
     host: HostOption = None,
     namespace: NamespaceOption = None,
     token: TokenOption = None,
@@ -132,6 +140,7 @@ def run_command(
         _parse_arguments(argument),
         experiment,
         run_name,
+        service_account,
     )
     typer.echo(run_id)
 
@@ -150,6 +159,7 @@ def schedule_command(
     job_name: Annotated[
         str, typer.Option(help="Name of the recurring run.")
     ] = "l1recal-retraining",
+    service_account: ServiceAccountOption = None,
     host: HostOption = None,
     namespace: NamespaceOption = None,
     token: TokenOption = None,
@@ -165,6 +175,7 @@ def schedule_command(
         _parse_arguments(argument),
         experiment,
         job_name,
+        service_account,
     )
     typer.echo(job_id)
 

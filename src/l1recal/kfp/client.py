@@ -163,8 +163,13 @@ def run(
     arguments: dict[str, Any],
     experiment: str,
     run_name: str | None,
+    service_account: str | None = None,
 ) -> str:
-    """Start one run of the compiled pipeline; return the run ID."""
+    """Start one run of the compiled pipeline; return the run ID.
+
+    ``service_account`` is the Kubernetes service account of the task pods,
+    e.g. ``l1recal-pipeline-runner`` of ``k8s/``; None keeps the cluster's default.
+    """
     _require_package(package)
     client = _client(endpoint)
     result = _call(
@@ -176,6 +181,7 @@ def run(
         run_name=run_name,
         experiment_name=experiment,
         namespace=endpoint.namespace,
+        service_account=service_account,
     )
     logger.info("started run %s", result.run_id)
     return result.run_id
@@ -204,6 +210,7 @@ def schedule(
     arguments: dict[str, Any],
     experiment: str,
     job_name: str,
+    service_account: str | None = None,
 ) -> str:
     """Create the recurring retraining run, at most one run at a time; return its ID."""
     validate_cron(cron)
@@ -227,6 +234,7 @@ def schedule(
         no_catchup=True,
         params=arguments,
         pipeline_package_path=str(package),
+        service_account=service_account,
     )
     logger.info("created recurring run %s (%s)", job.recurring_run_id, cron)
     return job.recurring_run_id
