@@ -1,6 +1,6 @@
 """The BentoML service as a real `bentoml serve` process on loopback, with models trained here.
 
-One server starts per module, with its own BentoML home that holds a small muon
+One server starts per module, with its own BentoML home that contains a small muon
 network and a small jet Falkon model. They reach it the way a pipeline step
 passes them on: `l1recal package` into a first store and exports them, and
 `bentoml models import` loads the exports into the server's store.
@@ -184,7 +184,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(packaged: dict, tmp_path_factory: pytest.TempPathFactory):
-    """Base URL of a `bentoml serve` process whose store holds the imported exports."""
+    """URL and log file of a `bentoml serve` process whose store contains the imported exports."""
     work = tmp_path_factory.mktemp("server")
     home = work / "home"
     for export in sorted(packaged["exports"].glob("*.bentomodel")):

@@ -1,7 +1,7 @@
 """The ``package`` stage: approved bundles into the BentoML model store.
 
 ``reports/approved.json`` (written by the approval gate) names, per kind, the
-approved bundle or says that no model was approved. For every approved kind
+approved bundle or states that no model was approved. For every approved kind
 this stage imports the bundle folder into the BentoML model store as
 ``l1recal-muon`` or ``l1recal-jet``, with labels and metadata that record the
 approval (model, family, preset, data and code version, test metrics). It can
@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -142,7 +143,7 @@ def check_bundle(kind: str, entry: ApprovalEntry, source: Path) -> tuple[Path, d
     card = json.loads(card_path.read_text())
     if card.get("name") != entry.model:
         raise ModelError(
-            f"{card_path}: bundle holds model {card.get('name')!r}, "
+            f"{card_path}: bundle contains model {card.get('name')!r}, "
             f"but {source} approved {entry.model!r}"
         )
     task = card.get("task", "muon")
@@ -270,6 +271,8 @@ def run_package(
         The record: per kind ``approved`` and, when approved, the model, tag,
         bundle hash and export file with its hash.
     """
+    # BentoML sends usage events to its servers unless this is set.
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     import bentoml
 
     entries = read_approvals(approved_path)
