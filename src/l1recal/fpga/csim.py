@@ -226,12 +226,11 @@ def plot_scan(scan: dict, path: Path) -> None:
     if scan.get("points"):
         widths = [point["width"] for point in scan["points"]]
         for metric in scan["float"]:
-            losses = [
-                max(point["relative_loss"][metric], 1e-6) for point in scan["points"]
-            ]
+            losses = [point["relative_loss"][metric] for point in scan["points"]]
             axes.plot(widths, losses, marker="o", label=metric)
         axes.axhline(scan["tolerance"], color="grey", linestyle="--", label="tolerance")
-        axes.set_yscale("log")
+        # symlog: a negative loss (fixed better than float) stays visible.
+        axes.set_yscale("symlog", linthresh=1e-4)
         axes.set_xlabel(f"total width W of ap_fixed<W,{scan['integer_bits']}> (bits)")
         axes.set_ylabel("relative RMSE loss (fixed - float) / float")
         axes.set_title(f"{scan['model']}: fixed-point emulation")
