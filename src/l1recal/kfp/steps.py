@@ -19,9 +19,14 @@ import yaml
 
 from l1recal import config
 from l1recal.atomic import atomic_path, write_json, write_text
-from l1recal.errors import ConfigError, InputFileError
+from l1recal.errors import ConfigError, InputFileError, L1RecalError
 
 logger = logging.getLogger(__name__)
+
+
+class RolloutError(L1RecalError):
+    """The serving Deployment could not be restarted after a roll-out."""
+
 
 RAW_PATH = "data/raw"
 PARAMS_FILE = "params.yaml"
@@ -312,7 +317,14 @@ def _restart_deployment(
             "template": {"metadata": {"annotations": {DEPLOYMENT_ANNOTATION: versions}}}
         }
     }
-    client.AppsV1Api().patch_namespaced_deployment(deployment, namespace, patch)
+    try:
+        client.AppsV1Api().patch_namespaced_deployment(deployment, namespace, patch)
+    except client.ApiException as error:
+        raise RolloutError(
+            f"cannot restart deployment {namespace}/{deployment}: {error.status} {error.reason}; "
+            "check that it exists and that the run's service account may patch it "
+            "(k8s/base/rbac.yaml)"
+        ) from error
     logger.info("restarted deployment %s/%s (%s)", namespace, deployment, versions)
     return True
 
