@@ -338,6 +338,39 @@ def test_package_skips_unapproved_kind(bundles, tmp_path):
     ]
 
 
+def test_package_relative_paths(bundles, tmp_path):
+    """The DVC stage passes relative paths, and a relative BENTOML_HOME."""
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "approved.json").write_text(
+        json.dumps({"jet": _approval("falkon_jet_m20", bundles["jet"])})
+    )
+    command = [
+        str(BIN / "l1recal"),
+        "package",
+        "reports/approved.json",
+        "--export-dir",
+        "models/bentoml",
+        "--record",
+        "reports/package.json",
+        "--params",
+        str(REPO_ROOT / "params.yaml"),
+    ]
+    env = _env(Path("models/bentoml-store"))
+    for _ in range(2):
+        result = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+    assert "reusing it" in result.stderr
+    assert (tmp_path / "models" / "bentoml" / "l1recal-jet.bentomodel").is_file()
+    assert (tmp_path / "models" / "bentoml-store" / "models" / "l1recal-jet").is_dir()
+    record = json.loads((tmp_path / "reports" / "package.json").read_text())
+    assert record["muon"] == {
+        "approved": False,
+        "message": "no muon entry in reports/approved.json",
+    }
+
+
 def test_package_rejects_changed_bundle(bundles, tmp_path):
     approved = tmp_path / "approved.json"
     approved.write_text(

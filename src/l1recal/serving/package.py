@@ -280,7 +280,10 @@ def run_package(
     tags: dict[str, str] = {}
     for kind, entry in entries.items():
         if entry is None or not entry.approved:
-            reason = "no entry" if entry is None else entry.message or "not approved"
+            if entry is None:
+                reason = f"no {kind} entry in {approved_path}"
+            else:
+                reason = entry.message or "not approved"
             logger.info("%s: no approved model, nothing packaged (%s)", kind, reason)
             record[kind] = {"approved": False, "message": reason}
             continue
@@ -310,7 +313,8 @@ def run_package(
         with atomic_path(export_dir, is_dir=True) as staging:
             for kind, tag in tags.items():
                 target = staging / EXPORT_FILES[kind]
-                bentoml.models.export_model(tag, str(target))
+                # BentoML resolves a relative export path against the file-system root.
+                bentoml.models.export_model(tag, str(target.resolve()))
                 record[kind]["export"] = str(export_dir / EXPORT_FILES[kind])
                 record[kind]["export_sha256"] = file_sha256(target)
                 logger.info("exported %s to %s", tag, export_dir / EXPORT_FILES[kind])
