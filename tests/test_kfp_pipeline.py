@@ -473,3 +473,23 @@ def test_run_request_body(kfp_stub):
     assert posted[0]["display_name"] == "manual"
     assert posted[0]["runtime_config"]["parameters"] == {"data_revision": "v2"}
     assert posted[0]["service_account"] == "l1recal-pipeline-runner"
+
+
+def test_build_pipeline_without_release(tmp_path: Path):
+    from kfp import compiler
+
+    function = pipeline.build_pipeline(
+        stages=("ingest", "preprocess", "train_network", "train_falkon", "evaluate"),
+        tasks=("muon",),
+    )
+    package = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(function, str(package))
+    names = set(_all_tasks(next(iter(yaml.safe_load_all(package.read_text())))))
+    assert "muon evaluate" in names
+    assert "approve" not in names
+    assert "jet ingest" not in names
+
+
+def test_build_pipeline_approve_needs_muon():
+    with pytest.raises(ValueError, match="muon task"):
+        pipeline.build_pipeline(tasks=("jet",))

@@ -164,10 +164,10 @@ def build_pipeline(
 
     Args:
         images: container image of each kind of task.
-        stages: stages to wire in, a subset of ``ALL_STAGES``. ``fetch``,
-            ``params`` and the approval flag always run. Stages after the
-            approval gate need ``approve``; without it the pipeline ends at
-            ``evaluate`` (or ``hls_csim``).
+        stages: stages to wire in, a subset of ``ALL_STAGES``. Fetching the
+            data and writing the parameters always run. ``approve`` needs
+            ``evaluate`` and the muon branch; the approval flag and the
+            steps after the gate run only with ``approve``.
         tasks: re-calibration tasks with a branch each, ``muon`` and/or ``jet``.
 
     Returns:
@@ -184,6 +184,8 @@ def build_pipeline(
         raise ValueError(f"unknown tasks {unknown}; valid: {', '.join(TASKS)}")
     stages = frozenset(stages)
     tasks = tuple(task for task in TASKS if task in tasks)
+    if "approve" in stages and not ("evaluate" in stages and "muon" in tasks):
+        raise ValueError("the approve stage needs the evaluate stage and the muon task")
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
