@@ -790,3 +790,64 @@ def test_bentoml_build_offline(packaged, tmp_path):
     assert tags == sorted(
         [packaged["record"]["jet"]["tag"], packaged["record"]["muon"]["tag"]]
     )
+
+
+# The request guard on its own, in front of a stand-in ASGI app: the service
+# above has both kinds loaded, so the unloaded-kind path is checked here.
+
+
+async def _echo_app(scope, receive, send) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _guarded_post(path: str, body: bytes, media_type: str = "application/json"):
+    from l1recal.serving.guard import RequestGuard
+
+    async def post() -> httpx.Response:
+        transport = httpx.ASGITransport(app=RequestGuard(_echo_app, max_body_bytes=100))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://guard"
+        ) as http:
+            return await http.post(
+                path, content=body, headers={"content-type": media_type}
+            )
+
+    return asyncio.run(post())
+
+
+def test_guard_unloaded_kind_503(monkeypatch):
+    from l1recal.serving.guard import RequestGuard
+
+    monkeypatch.setattr(RequestGuard, "loaded_kinds", frozenset({"jet"}))
+    response = _guarded_post("/predict/muon/adaptive", b"{}")
+    assert response.status_code == 503
+    assert response.json()["error"].startswith("no approved muon model is loaded")
+    assert _guarded_post("/predict/jet", b"{}").status_code == 200
+
+
+def test_guard_passes_body_through(monkeypatch):
+    from l1recal.serving.guard import RequestGuard
+
+    monkeypatch.setattr(RequestGuard, "loaded_kinds", None)
+    response = _guarded_post("/predict/muon", b'{"hwPtL1": [1]}')
+    assert response.status_code == 200
+    assert response.content == b'{"hwPtL1": [1]}'
+
+
+def test_guard_body_limit_413():
+    response = _guarded_post("/models", b"x" * 101)
+    assert response.status_code == 413
+    assert "exceeds 100 bytes" in response.json()["error"]
+    assert _guarded_post("/models", b"x" * 100).status_code == 200
+
+
+def test_guard_ignores_other_routes():
+    response = _guarded_post("/livez", b"x" * 500, media_type="text/plain")
+    assert response.status_code == 200
