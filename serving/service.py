@@ -8,8 +8,8 @@ store (``l1recal package``, or ``bentoml models import`` of its exports)::
 Endpoints (all POST, JSON bodies):
 
 * ``/predict/muon``: a batch of muons as uGMT hardware integers, as arrays or
-  records; returns the L1 values in physical units and the re-calibrated pT,
-  eta and phi of every muon.
+  records. It returns the L1 values in physical units and the re-calibrated
+  pT, eta and phi of every muon.
 * ``/predict/jet``: a batch of jets as calo-layer-2 integers; returns the
   calibrated pT.
 * ``/predict/muon/adaptive``, ``/predict/jet/adaptive``: small requests
@@ -123,6 +123,12 @@ class L1Recal:
                 logger.error("model load failed: kind=%s error=%s", kind, error)
                 self.load_errors[kind] = str(error)
                 continue
+            except Exception as error:
+                # Keras, torch and numpy raise many types for a damaged bundle;
+                # any of them leaves the service running but not ready.
+                logger.exception("model load failed: kind=%s error=%r", kind, error)
+                self.load_errors[kind] = repr(error)
+                continue
             if model is None:
                 logger.warning(
                     "no approved model: kind=%s; its endpoints return 503", kind
@@ -135,7 +141,7 @@ class L1Recal:
             "adaptive_max_batch_size=%d",
             ",".join(sorted(self.models)) or "none",
             ",".join(sorted(self.load_errors)) or "none",
-            ",".join(SETTINGS.required_kinds) or "any",
+            ",".join(SETTINGS.required_kinds) or "stored",
             SETTINGS.max_batch_size,
             SETTINGS.adaptive_max_batch_size,
         )
@@ -151,7 +157,7 @@ class L1Recal:
     def _model(self, kind: str) -> ServedModel:
         model = self.models.get(kind)
         if model is None:
-            # RequestGuard answers these requests with 503 and a message first;
+            # RequestGuard rejects these requests with 503 and a message first;
             # this covers a request that reaches the method anyway.
             raise ServiceUnavailable(f"no approved {kind} model is loaded")
         return model

@@ -164,7 +164,7 @@ class BatchRequestModels:
     """Request bodies of the batch endpoints, for one maximum batch size.
 
     Attributes:
-        max_batch_size: the most objects one request may carry.
+        max_batch_size: the maximum number of objects in one request.
         muon: body of the muon batch endpoint.
         jet: body of the jet batch endpoint.
     """
