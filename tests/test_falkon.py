@@ -148,3 +148,11 @@ def test_weight_shape_checked():
     x, y = _regression_data(50)
     with pytest.raises(ConfigError, match=r"sample_weight has shape \(50, 3\), expected \(50, 2\)"):
         Falkon(Kernel("gaussian"), 10, 1e-3).fit(x, y, sample_weight=np.ones((50, 3)))
+
+
+def test_cached_kernel_equals_rebuilt():
+    x, y = _regression_data(300)
+    cached = Falkon(Kernel("gaussian", sigma=0.4), 40, 1e-5, 6, seed=2, block_memory_mb=0.01).fit(x, y)
+    rebuilt = Falkon(Kernel("gaussian", sigma=0.4), 40, 1e-5, 6, seed=2, block_memory_mb=0.01, cache_memory_mb=0)
+    rebuilt.fit(x, y)
+    assert_allclose(cached.predict(x), rebuilt.predict(x), rtol=1e-12, atol=1e-13)

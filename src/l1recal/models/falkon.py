@@ -72,6 +72,8 @@ class Falkon:
         max_iterations: conjugate-gradient iterations.
         seed: seed of the centre draw.
         block_memory_mb: memory budget of one K_nM block.
+        cache_memory_mb: when the whole K_nM fits in this budget it is computed
+            once and kept; otherwise every CG iteration rebuilds it block by block.
         device: torch device; default CUDA if available, else CPU.
         dtype: float64 (default) or float32.
     """
@@ -86,6 +88,7 @@ class Falkon:
         block_memory_mb: float = 512.0,
         device: torch.device | None = None,
         dtype: torch.dtype = torch.float64,
+        cache_memory_mb: float = 1024.0,
     ) -> None:
         if centres < 1:
             raise ConfigError(f"Falkon needs at least one centre, got M={centres}")
@@ -97,6 +100,7 @@ class Falkon:
         self.max_iterations = max_iterations
         self.seed = seed
         self.block_memory_mb = block_memory_mb
+        self.cache_memory_mb = cache_memory_mb
         self.device = device or default_device()
         self.dtype = dtype
         self.solution: FalkonSolution | None = None
@@ -160,13 +164,24 @@ class Falkon:
             t_upper @ t_upper.T / m + self.penalty * identity, 0.0, identity
         )
 
+        cached_blocks = None
+        if n * m * x.element_size() <= self.cache_memory_mb * 2**20:
+            cached_blocks = [
+                self.kernel(x[start : start + rows], centres)
+                for start in range(0, n, rows)
+            ]
+
         def knm_transpose_times(
             u: torch.Tensor | None, v: torch.Tensor | None
         ) -> torch.Tensor:
-            # Returns K_nM^T (K_nM u + v), building K_nM block by block.
+            # Returns K_nM^T W (K_nM u + v), with K_nM cached or rebuilt block by
+            # block; W is the diagonal of sample weights, applied per target column.
             total = torch.zeros((m, y.shape[1]), dtype=self.dtype, device=self.device)
-            for start in range(0, n, rows):
-                block = self.kernel(x[start : start + rows], centres)
+            for index, start in enumerate(range(0, n, rows)):
+                if cached_blocks is not None:
+                    block = cached_blocks[index]
+                else:
+                    block = self.kernel(x[start : start + rows], centres)
                 inner = torch.zeros(
                     (block.shape[0], y.shape[1]), dtype=self.dtype, device=self.device
                 )

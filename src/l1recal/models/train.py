@@ -170,6 +170,7 @@ def run_train_falkon(
                     model_settings.max_iterations,
                     model_settings.seed,
                     settings.block_memory_mb,
+                    cache_memory_mb=settings.kernel_cache_mb,
                 ).fit(x_train, y_train, w_train)
                 solution = estimator.solution
                 residuals = estimator.residuals
