@@ -581,12 +581,12 @@ class ServingSettings(Settings):
         16_384,
         gt=0,
         le=1_000_000,
-        description="Most objects in one request to a batch endpoint; larger requests get HTTP 400.",
+        description="Maximum number of objects in one request to a batch endpoint; larger requests get HTTP 400.",
     )
     adaptive_max_batch_size: int = Field(
         1_024,
         gt=0,
-        description="Most objects the adaptive-batching endpoints merge into one model call.",
+        description="Maximum number of objects the adaptive-batching endpoints merge into one model call.",
     )
     adaptive_max_latency_ms: int = Field(
         2_000,
