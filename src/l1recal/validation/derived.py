@@ -21,14 +21,14 @@ Flattened tables get ``isDuplicate`` (the row repeats an earlier row exactly,
 the rows a keep-first de-duplication drops) and, for jets, ``matchRecords``
 and ``l1JetInTable``, which link the jet table and its match records.
 
-A batch or derived column whose source column is missing is built without it;
-the column-set expectation names the missing column, and the expectations on
+A batch or derived column whose source column is missing is built without it.
+The column-set expectation names the missing column, and the expectations on
 the absent columns are reported as not evaluated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,11 +110,12 @@ def _filled_count(frame: pd.DataFrame, group: SlotGroup) -> np.ndarray | None:
 
 def slot_batches(
     prefix: str, frame: pd.DataFrame, first_event: int, groups: Sequence[SlotGroup]
-) -> list[Batch]:
+) -> Iterator[Batch]:
     """Split a chunk of raw events into count batches and one stacked batch per feature.
 
-    A group whose count column is missing gives no batch; the column-set
-    expectation reports the missing column.
+    Batches are built one at a time as the caller iterates, so that only one
+    stacked copy of the chunk is in memory. A group whose count column is
+    missing gives no batch; the column-set expectation reports the missing column.
 
     Args:
         prefix: kind name; batches are ``<prefix>.<count column>`` and ``<prefix>.<feature>``.
@@ -123,7 +124,6 @@ def slot_batches(
         groups: the object types of the layout.
     """
     event_index = pd.RangeIndex(first_event, first_event + len(frame))
-    batches = []
     for group in groups:
         if group.count not in frame:
             continue
@@ -132,8 +132,8 @@ def slot_batches(
         filled = _filled_count(frame, group)
         if filled is not None:
             counts[group.filled_name] = filled
-        batches.append(
-            Batch(f"{prefix}.{group.count}", pd.DataFrame(counts, index=event_index), 1)
+        yield Batch(
+            f"{prefix}.{group.count}", pd.DataFrame(counts, index=event_index), 1
         )
         within = (count[:, None] > np.arange(group.slots)[None, :]).reshape(-1)
         index = pd.RangeIndex(
@@ -149,14 +149,9 @@ def slot_batches(
                     columns[padding_column(feature)] = np.where(within, np.nan, flat)
                 if feature in group.filled_checks:
                     columns[filled_column(feature)] = np.where(within, flat, np.nan)
-            batches.append(
-                Batch(
-                    f"{prefix}.{feature}",
-                    pd.DataFrame(columns, index=index),
-                    group.slots,
-                )
+            yield Batch(
+                f"{prefix}.{feature}", pd.DataFrame(columns, index=index), group.slots
             )
-    return batches
 
 
 def with_duplicates(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ Frames = dict[str, pd.DataFrame]
 
 
 class DataValidationError(L1RecalError):
-    """A table failed its expectations; ``failures`` holds the compact table of them."""
+    """A table failed its expectations; ``failures`` is the compact table of them."""
 
     def __init__(self, message: str, failures: str) -> None:
         super().__init__(message)
@@ -228,8 +228,8 @@ def _validate_layouts(
         columns = layout.columns if layout is not None else table.columns
         suite = suites.layout_suite(table.name, columns, exact=table.exact)
         session.add_suite(suite)
-        layout = parquets[table.name].schema_arrow.empty_table().to_pandas()
-        results = session.run(suite.name, layout, f"{suite.name} layout")
+        empty = parquets[table.name].schema_arrow.empty_table().to_pandas()
+        results = session.run(suite.name, empty, f"{suite.name} layout")
         outcomes += [outcome_from_result(table.name, result, 0) for result in results]
     return outcomes
 
@@ -239,7 +239,7 @@ def _raw_reads(
     settings: AnySettings,
     parquet: pq.ParquetFile,
     layout: RawLayout,
-) -> Iterator[tuple[int, int, list[Batch]]]:
+) -> Iterator[tuple[int, int, Iterable[Batch]]]:
     """Yield (first event, events, batches) per chunk of a raw file, in project names."""
     (table,) = kind.tables
     columns = layout.columns if layout.rename else table.read_columns
@@ -253,7 +253,7 @@ def _raw_reads(
 
 def _table_reads(
     kind: KindSpec, parquets: dict[str, pq.ParquetFile]
-) -> Iterator[tuple[int, int, list[Batch]]]:
+) -> Iterator[tuple[int, int, Iterable[Batch]]]:
     """Yield the one read of a flattened kind: every table whole."""
     frames = {
         table.name: parquets[table.name]

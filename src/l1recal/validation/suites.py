@@ -3,8 +3,8 @@
 Each file has a layout suite, run once on a zero-row frame with the file's
 columns (the column-set check), and row suites, run on the data. A raw event
 file has one row suite per batch of :func:`l1recal.validation.derived.slot_batches`
-(one count batch per object type and one stacked batch per slot feature); they hold only
-per-row expectations, so that their counts add up over chunks. A flattened
+(one count batch per object type and one stacked batch per slot feature). These
+suites contain only per-row expectations, so that their counts add up over chunks. A flattened
 table has one row suite, which also holds table-wide expectations (row count,
 uniqueness, duplicate fraction) and runs on the whole table.
 
@@ -231,7 +231,7 @@ def _slot_suites(
 
 
 def _l1_jet_suites(prefix: str) -> list[gx.ExpectationSuite]:
-    """Build the L1 jet slot suites; every slot within nJets holds a jet with hwPt >= 1."""
+    """Build the L1 jet slot suites; every slot within nJets must contain a jet with hwPt >= 1."""
     pt = "jetHwPt"
     return _slot_suites(
         prefix,
