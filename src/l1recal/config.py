@@ -526,6 +526,8 @@ class _ValidateCommon(Settings):
         ge=0,
         description="Fewest rows a flattened table may have; fewer fails the row-count expectation.",
     )
+    # NOTE: 0.01 is a guess. The study drops duplicate rows but does not report
+    # how many; simulated tables have none. Raise it if real exports fail here.
     max_duplicate_fraction: float = Field(
         0.01,
         ge=0.0,
