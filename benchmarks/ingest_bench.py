@@ -11,7 +11,9 @@ then runs in separate subprocesses, so that each peak resident memory
   ``ingest.batch_rows`` default;
 * ``jet_ingest`` (with ``--jets``): ``ingest_jets`` on simulated jet events.
 
-Prints one JSON line per measurement and a Markdown table at the end. Wall
+Each measurement runs ``--repeat`` times, alternating with the others; the
+table reports the median wall and CPU times and the largest peak. Prints one
+JSON line per run and a Markdown table at the end. Wall
 time depends on what else runs on the machine; CPU time (user + system of the
 measuring process) much less so.
 
@@ -139,6 +141,16 @@ def _run_child(kind: str, path: Path, output: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Return the run of median wall time, with the median CPU time and the largest peak RSS."""
+    by_wall = sorted(runs, key=lambda run: run["seconds"])
+    median = dict(by_wall[len(by_wall) // 2])
+    median["cpu_seconds"] = sorted(run["cpu_seconds"] for run in runs)[len(runs) // 2]
+    median["peak_rss_mib"] = max(run["peak_rss_mib"] for run in runs)
+    median["events_per_s"] = median["events"] / median["seconds"]
+    return median
+
+
 def main() -> None:
     """Parse arguments, write the inputs and print the measurements."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -150,6 +162,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--workdir", type=Path, default=None, help="Folder for the inputs."
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="Runs per measurement; the median is reported.",
     )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -174,12 +192,15 @@ def main() -> None:
                 f"in {time.perf_counter() - start:.0f} s",
                 flush=True,
             )
+            runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+            for _ in range(args.repeat):
+                for kind in kinds:
+                    measured = _run_child(kind, source, work / "out.parquet")
+                    measured.update(kind=kind, input_mib=round(size_mib))
+                    print(json.dumps(measured), flush=True)
+                    runs[kind].append(measured)
             for kind in kinds:
-                measured = _run_child(kind, source, work / "out.parquet")
-                measured.update(kind=kind, input_mib=round(size_mib))
-                measured["events_per_s"] = measured["events"] / measured["seconds"]
-                print(json.dumps(measured), flush=True)
-                rows.append(measured)
+                rows.append(_median_run(runs[kind]))
             source.unlink()
 
     print(

@@ -15,8 +15,8 @@ GeV / rad / eta, converted to the project's hardware integer with its bin
 width), ``charge_to_sign`` (a charge in {-1, +1} to the uGMT sign bit).
 Objects past the project's slots (8 muons, 12 L1 jets, 35 PF jets) are dropped.
 
-:func:`read_mapped` streams the mapped objects of one source as zero-padded
-(events, slots) arrays, checking types, counts and finiteness on the way.
+:func:`read_mapped` streams the mapped objects of one source as (events, slots)
+arrays with a count per event, checking types, counts and finiteness on the way.
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ class Feature:
         phi_bins: number of used phi bins for a hardware phi, else None.
         counted: slots past the event's count are empty; False for the
             unmatched-muon columns, which fill their own slots from 0.
+        read: ingest reads the column; False for features that a map may
+            name but no stage uses.
     """
 
     kind: Kind
@@ -72,6 +74,7 @@ class Feature:
     required: bool = True
     phi_bins: int | None = None
     counted: bool = True
+    read: bool = True
 
 
 #: Project features and slot counts per object type.
@@ -97,7 +100,7 @@ OBJECT_FEATURES: dict[str, dict[str, Feature]] = {
         "pt": Feature("floating"),
         "eta": Feature("floating"),
         "phi": Feature("floating"),
-        "mass": Feature("floating", required=False),
+        "mass": Feature("floating", required=False, read=False),
     },
 }
 OBJECT_SLOTS = {"muon": N_MUON_SLOTS, "l1_jet": N_JET_SLOTS, "pf_jet": N_PF_JET_SLOTS}
@@ -281,8 +284,10 @@ class ObjectArrays:
 
     Attributes:
         count: objects per event after truncation to the project's slots, shape (n,).
-        values: per feature, a zero-padded array of shape (n, slots); integer
-            features as int64, floating ones as float64.
+        values: per feature, an array of shape (n, slots); integer features
+            as int64, floating ones as float64. Slots past ``count`` contain
+            what the file stores there (zero in the default layout, NaN and inf
+            replaced by 0), so readers must mask them with ``count``.
         dropped: objects past the project's slots in this batch.
     """
 
@@ -345,6 +350,8 @@ def resolve(source: Source, column_map: ColumnMap, kind: str) -> MappedSource:
     if spec.count is not None and spec.count not in available:
         missing.append(spec.count)
     for feature, column_spec in spec.columns.items():
+        if not OBJECT_FEATURES[kind][feature].read:
+            continue
         feature_tree = column_spec.tree or tree
         if feature_tree not in tables:
             tables[feature_tree] = source.columns(feature_tree)
@@ -437,7 +444,7 @@ def _pad_jagged(values, slots: int) -> np.ndarray:
 def extract(
     mapped: MappedSource, where: str, first_event: int, batch: dict
 ) -> ObjectArrays:
-    """Turn one reader batch into zero-padded (events, project slots) arrays of one object type.
+    """Turn one reader batch into (events, project slots) arrays of one object type.
 
     Raises:
         InputFileError: on a count outside 0..slots, jagged arrays of unequal
@@ -450,7 +457,7 @@ def extract(
     trees = mapped.trees
     dropped = 0
     if spec.layout == "flat":
-        count = np.asarray(batch[(key, spec.count)]).astype(np.int64)
+        count = np.asarray(batch[(key, spec.count)]).astype(np.int64, copy=False)
         bad = (count < 0) | (count > mapped.slots)
         if bad.any():
             index = int(np.flatnonzero(bad)[0])
@@ -509,21 +516,20 @@ def extract(
         width = min(array.shape[1], project_slots)
         # ``array`` is a fresh copy (np.stack or padding), so it may be changed in place.
         array = array[:, :width]
-        unused = ~filled[:, :width] if counted else None
         if array.dtype.kind == "f":
-            bad = ~np.isfinite(array)
-            if unused is not None:
-                bad &= ~unused
-            if bad.any():
-                event, slot = (int(i[0]) for i in np.nonzero(bad))
-                name = mapped.columns[feature][slot if spec.layout == "flat" else 0]
-                raise InputFileError(
-                    f"{where}: column {name} has a NaN or inf value in event {first_event + event}; "
-                    "drop or fix these events before ingesting"
-                )
-        if unused is not None and unused.any():
-            array[unused] = 0
-        array = _apply_transform(array, column_spec, features[feature])
+            finite = np.isfinite(array)
+            if not finite.all():
+                bad = ~finite & filled[:, :width] if counted else ~finite
+                if bad.any():
+                    event, slot = (int(i[0]) for i in np.nonzero(bad))
+                    name = mapped.columns[feature][slot if spec.layout == "flat" else 0]
+                    raise InputFileError(
+                        f"{where}: column {name} has a NaN or inf value in event "
+                        f"{first_event + event}; drop or fix these events before ingesting"
+                    )
+                array[~finite] = 0  # NaN or inf padding of empty slots
+        if column_spec.transform != "none":
+            array = _apply_transform(array, column_spec, features[feature])
         target = np.int64 if features[feature].kind == "integer" else np.float64
         if width == project_slots:
             values[feature] = array.astype(target, copy=False)

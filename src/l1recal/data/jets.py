@@ -64,7 +64,7 @@ assert tuple(JET_MATCH_SCHEMA.names) == JET_MATCH_COLUMNS
 
 @dataclass
 class JetBatch:
-    """Zero-padded L1 and PF jets of a batch of events.
+    """L1 and PF jets of a batch of events; slots past each count are ignored.
 
     Attributes:
         first_event: index of the batch's first event in the whole input.
@@ -104,34 +104,65 @@ class MatchResult:
 
 @dataclass
 class PairGeometry:
-    """Positions of the jets of a batch and dR^2 of every (PF, L1) pair.
+    """Distances of the (PF jet, L1 jet) pairs of a batch that can match.
+
+    Only PF jets with at least one L1 jet in their event take part, and only
+    the first ``l1_width`` L1 slots (the batch's largest L1 count), which cuts
+    the work several times against the full (events, 35, 12) pair array.
 
     Attributes:
-        l1_eta, l1_phi: L1 eta and phi (rad), float64, shape (n, l).
-        pf_eta, pf_phi: PF eta and phi (rad), float64, shape (n, p).
-        dr_squared: dR^2 of every pair in float32, shape (n, p, l); float32
-            halves the memory and triples the speed of the nearest-jet search.
+        shape: (events, PF slots) of the batch.
+        events, pf_slots: event and PF slot of each candidate PF jet, shape (m,).
+        pf_eta, pf_phi: its eta and phi (rad), float64, shape (m,).
+        l1_eta, l1_phi: L1 eta and phi (rad) of its event, float64, shape (m, l1_width).
+        dr_squared: dR^2 to each of those L1 slots in float32, shape (m, l1_width);
+            float32 halves the memory and triples the speed of the nearest-jet search.
     """
 
-    l1_eta: np.ndarray
-    l1_phi: np.ndarray
+    shape: tuple[int, int]
+    events: np.ndarray
+    pf_slots: np.ndarray
     pf_eta: np.ndarray
     pf_phi: np.ndarray
+    l1_eta: np.ndarray
+    l1_phi: np.ndarray
     dr_squared: np.ndarray
 
 
 def pair_geometry(
-    l1_eta: np.ndarray, l1_phi: np.ndarray, pf_eta: np.ndarray, pf_phi: np.ndarray
+    l1_eta: np.ndarray,
+    l1_phi: np.ndarray,
+    l1_valid: np.ndarray,
+    pf_eta: np.ndarray,
+    pf_phi: np.ndarray,
+    pf_valid: np.ndarray,
 ) -> PairGeometry:
-    """Compute dR^2 of every (PF jet, L1 jet) pair of each event.
+    """Compute dR^2 between every valid PF jet and the L1 slots of its event.
 
     Args:
         l1_eta, l1_phi: L1 eta and phi (rad), shape (n, l).
+        l1_valid: mask of filled L1 slots, shape (n, l).
         pf_eta, pf_phi: PF eta and phi (rad, any range), shape (n, p).
+        pf_valid: mask of filled PF slots, shape (n, p).
     """
-    as32 = [np.asarray(a, dtype=np.float32) for a in (l1_eta, l1_phi, pf_eta, pf_phi)]
-    deta = as32[2][:, :, None] - as32[0][:, None, :]
-    dphi = np.abs(as32[3][:, :, None] - as32[1][:, None, :])
+    filled_l1 = l1_valid.any(axis=1)
+    l1_width = (
+        int(l1_valid.shape[1] - np.argmax(l1_valid[:, ::-1].any(axis=0)))
+        if filled_l1.any()
+        else 0
+    )
+    events, pf_slots = np.nonzero(pf_valid & filled_l1[:, None])
+    candidate_l1_eta = np.asarray(l1_eta, dtype=np.float64)[events, :l1_width]
+    candidate_l1_phi = np.asarray(l1_phi, dtype=np.float64)[events, :l1_width]
+    candidate_eta = np.asarray(pf_eta, dtype=np.float64)[events, pf_slots]
+    candidate_phi = np.asarray(pf_phi, dtype=np.float64)[events, pf_slots]
+
+    deta = candidate_eta.astype(np.float32)[:, None] - candidate_l1_eta.astype(
+        np.float32
+    )
+    dphi = np.abs(
+        candidate_phi.astype(np.float32)[:, None] - candidate_l1_phi.astype(np.float32)
+    )
     # Wrapping abs(dphi) into [0, pi] with one comparison needs abs(dphi) < 3 pi,
     # true for phi in [-pi, pi) against [0, 2 pi); other ranges take the modulo first.
     if dphi.size and dphi.max() >= 3 * np.pi:
@@ -140,10 +171,13 @@ def pair_geometry(
     np.multiply(deta, deta, out=deta)
     np.multiply(dphi, dphi, out=dphi)
     return PairGeometry(
-        l1_eta=np.asarray(l1_eta, dtype=np.float64),
-        l1_phi=np.asarray(l1_phi, dtype=np.float64),
-        pf_eta=np.asarray(pf_eta, dtype=np.float64),
-        pf_phi=np.asarray(pf_phi, dtype=np.float64),
+        shape=pf_valid.shape,
+        events=events,
+        pf_slots=pf_slots,
+        pf_eta=candidate_eta,
+        pf_phi=candidate_phi,
+        l1_eta=candidate_l1_eta,
+        l1_phi=candidate_l1_phi,
         dr_squared=np.add(deta, dphi, out=deta),
     )
 
@@ -161,7 +195,8 @@ def match_pairs(
     float32 resolution (about 1e-7 relative) count as a tie.
 
     Args:
-        geometry: positions and pair distances from :func:`pair_geometry`.
+        geometry: pair distances from :func:`pair_geometry`, computed with
+            masks that contain ``l1_valid`` and ``pf_valid``.
         l1_valid: mask of L1 slots taking part, shape (n, l).
         pf_valid: mask of PF slots taking part, shape (n, p).
         max_dr: matching cone; dR equal to it does not match.
@@ -169,32 +204,26 @@ def match_pairs(
     Returns:
         The matched L1 slot and dR of every PF slot. Ties go to the lower L1 slot.
     """
-    n_events, n_pf, n_l1 = geometry.dr_squared.shape
-    if n_l1 == 0:
-        nearest = np.zeros((n_events, n_pf), dtype=np.int64)
-        nearest_dr = np.full((n_events, n_pf), np.inf)
-    else:
-        candidates = np.where(
-            pf_valid[:, :, None] & l1_valid[:, None, :],
-            geometry.dr_squared,
-            np.float32(np.inf),
+    l1_index = np.full(geometry.shape, -1, dtype=np.int64)
+    dr = np.full(geometry.shape, np.nan)
+    l1_width = geometry.dr_squared.shape[1]
+    if geometry.events.size and l1_width:
+        take = (
+            pf_valid[geometry.events, geometry.pf_slots][:, None]
+            & l1_valid[geometry.events, :l1_width]
         )
-        nearest = np.argmin(candidates, axis=2)  # first minimum: lowest L1 slot on ties
-        found = np.isfinite(
-            np.take_along_axis(candidates, nearest[:, :, None], axis=2)[:, :, 0]
-        )
-        deta = geometry.pf_eta - np.take_along_axis(geometry.l1_eta, nearest, axis=1)
-        dphi = wrap_delta_phi(
-            geometry.pf_phi - np.take_along_axis(geometry.l1_phi, nearest, axis=1)
-        )
+        candidates = np.where(take, geometry.dr_squared, np.float32(np.inf))
+        nearest = np.argmin(candidates, axis=1)  # first minimum: lowest L1 slot on ties
+        rows = np.arange(nearest.size)
+        found = np.isfinite(candidates[rows, nearest])
+        deta = geometry.pf_eta - geometry.l1_eta[rows, nearest]
+        dphi = wrap_delta_phi(geometry.pf_phi - geometry.l1_phi[rows, nearest])
         nearest_dr = np.where(found, np.hypot(deta, dphi), np.inf)
-    matched = nearest_dr < max_dr
-    return MatchResult(
-        l1_index=np.where(matched, nearest, -1),
-        dr=np.where(matched, nearest_dr, np.nan),
-        pf_valid=pf_valid,
-        l1_valid=l1_valid,
-    )
+        matched = nearest_dr < max_dr
+        events, slots = geometry.events[matched], geometry.pf_slots[matched]
+        l1_index[events, slots] = nearest[matched]
+        dr[events, slots] = nearest_dr[matched]
+    return MatchResult(l1_index=l1_index, dr=dr, pf_valid=pf_valid, l1_valid=l1_valid)
 
 
 def match_jets(
@@ -218,7 +247,7 @@ def match_jets(
     Returns:
         The matched L1 slot and dR of every PF slot. Ties go to the lower L1 slot.
     """
-    geometry = pair_geometry(l1_eta, l1_phi, pf_eta, pf_phi)
+    geometry = pair_geometry(l1_eta, l1_phi, l1_valid, pf_eta, pf_phi, pf_valid)
     return match_pairs(geometry, l1_valid, pf_valid, max_dr)
 
 
@@ -228,12 +257,14 @@ def slot_mask(count: np.ndarray, n_slots: int) -> np.ndarray:
 
 
 def batch_geometry(batch: JetBatch) -> PairGeometry:
-    """Compute the pair distances of a batch, shape (n, 35, 12)."""
+    """Compute the pair distances of the filled slots of a batch."""
     return pair_geometry(
         jet_eta(batch.l1_hw_eta),
         jet_phi_rad(batch.l1_hw_phi),
+        slot_mask(batch.l1_count, batch.l1_hw_pt.shape[1]),
         batch.pf_eta,
         batch.pf_phi,
+        slot_mask(batch.pf_count, batch.pf_pt.shape[1]),
     )
 
 
