@@ -250,6 +250,7 @@ def test_flat_csv_with_one_based_names(tmp_path, raw):
         for slot in range(2):
             columns[f"{stem}{slot + 1}"] = frame[slot_column(feature, slot)]
     pa_csv.write_csv(pa.table(columns), tmp_path / "muons.csv")
+
     map_path = tmp_path / "study_csv.yaml"
     map_path.write_text(
         yaml.safe_dump(
@@ -265,6 +266,7 @@ def test_flat_csv_with_one_based_names(tmp_path, raw):
             }
         )
     )
+
     stats = ingest_muons(
         IngestSettings(),
         tmp_path / "muons.csv",

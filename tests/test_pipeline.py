@@ -15,7 +15,11 @@ import yaml
 from conftest import REPO_ROOT
 
 SMALL_PARAMS = {
-    "simulate": {"n_events": 15_000, "noise_floor_muons": 100_000},
+    "simulate": {
+        "n_events": 15_000,
+        "noise_floor_muons": 100_000,
+        "jet_events": 20_000,
+    },
     "train_network": {"max_epochs": 8, "patience": 3, "batch_size": 256},
     "train_falkon": {
         "models": [
@@ -26,6 +30,10 @@ SMALL_PARAMS = {
                 "penalty": 1e-6,
             }
         ]
+    },
+    "jet_train_network": {"max_epochs": 8, "patience": 3, "batch_size": 256},
+    "jet_train_falkon": {
+        "models": [{"name": "falkon_gaussian_m50", "centres": 50, "sigma": 0.5}]
     },
     "tune": {
         "base": {"name": "tune_base", "centres": 20, "max_iterations": 10},
@@ -86,8 +94,29 @@ def test_repro_runs_every_stage(pipeline_copy):
     }
     for stage in muon_stages:
         assert f"Running stage '{stage}'" in result.stdout
+    jet_stages = {
+        "jet_ingest",
+        "jet_preprocess",
+        "jet_train_network",
+        "jet_train_falkon",
+        "jet_evaluate",
+    }
+    for stage in jet_stages:
+        assert f"Running stage '{stage}'" in result.stdout
     lock = yaml.safe_load((pipeline_copy / "dvc.lock").read_text())
     assert set(lock["stages"]) >= muon_stages
+    assert set(lock["stages"]) >= jet_stages
+
+
+def test_jet_models_beat_l1_baseline(pipeline_copy):
+    metrics = json.loads((pipeline_copy / "reports" / "jet_metrics.json").read_text())
+    baseline = metrics["gmt"]["pt_rel"]
+    for model in ("nn_id6", "falkon_gaussian_m50"):
+        assert metrics[model]["pt_rel"] < baseline, model
+    matching = json.loads((pipeline_copy / "reports" / "jet_matching.json").read_text())
+    central = matching["abs_eta_lt_3"]["matched_fraction"]
+    assert matching["no_cut"]["matched_fraction"] > 0
+    assert matching["no_cut"]["matched_fraction"] < central
 
 
 def test_models_beat_l1_baseline(pipeline_copy):
