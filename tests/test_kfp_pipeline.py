@@ -428,6 +428,8 @@ def kfp_stub():
     server.server_close()
 
 
+# kfp.Client warns on every construction that it needs a KFP 2 backend.
+@pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 def test_schedule_request_body(kfp_stub):
     host, requests = kfp_stub
     endpoint = Endpoint(host=host, namespace="l1recal", token=None)
@@ -456,6 +458,8 @@ def test_schedule_request_body(kfp_stub):
     assert "kubernetes" in package["platform_spec"]["platforms"]
 
 
+# kfp.Client warns on every construction that it needs a KFP 2 backend.
+@pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
 def test_run_request_body(kfp_stub):
     host, requests = kfp_stub
     endpoint = Endpoint(host=host, namespace="l1recal", token="secret-token")
