@@ -183,6 +183,17 @@ def flatten_muons(muons: ObjectArrays) -> pa.Table:
     )
 
 
+def _log_file_counts(counts: dict) -> None:
+    unmatched = counts["unmatched_muons"]
+    logger.info(
+        "%s: %d events, %d matched muons, %s unmatched muons",
+        counts["file"],
+        counts["events"],
+        counts["matched_muons"],
+        "no count of" if unmatched is None else unmatched,
+    )
+
+
 def _write_muon_table(output_path: Path) -> Callable:
     def write(
         batches: Iterator[tuple[InputPlan, int, dict[str, ObjectArrays]]],
@@ -217,16 +228,8 @@ def _write_muon_table(output_path: Path) -> Callable:
                     counts["unmatched_muons"] += int(
                         (muons.values["hwPtL1Unmatched"] != 0).sum()
                     )
-        for counts in per_file.values():
-            logger.info(
-                "%s: %d events, %d matched muons, %s unmatched muons",
-                counts["file"],
-                counts["events"],
-                counts["matched_muons"],
-                "no"
-                if counts["unmatched_muons"] is None
-                else counts["unmatched_muons"],
-            )
+                if counts["events"] == plan.events:
+                    _log_file_counts(counts)
         return {"files": list(per_file.values())}
 
     return write

@@ -451,6 +451,13 @@ def _write_jet_outputs(
                 )
                 file_counts["events"] += n_events
                 file_counts["table_rows"] += table.num_rows
+                if file_counts["events"] == plan.events:
+                    logger.info(
+                        "%s: %d events, %d matched L1 jets",
+                        file_counts["file"],
+                        file_counts["events"],
+                        file_counts["table_rows"],
+                    )
                 events += n_events
                 rows += table.num_rows
                 dropped += objects["l1_jet"].dropped + objects["pf_jet"].dropped
