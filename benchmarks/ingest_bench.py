@@ -155,7 +155,7 @@ def main() -> None:
     """Parse arguments, write the inputs and print the measurements."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--events", type=int, nargs="+", default=[1_000_000, 10_000_000]
+        "--events", type=int, nargs="*", default=[1_000_000, 10_000_000]
     )
     parser.add_argument(
         "--jets", type=int, nargs="*", default=[], help="Jet event counts."
