@@ -146,11 +146,9 @@ def pair_geometry(
         pf_valid: mask of filled PF slots, shape (n, p).
     """
     filled_l1 = l1_valid.any(axis=1)
-    l1_width = (
-        int(l1_valid.shape[1] - np.argmax(l1_valid[:, ::-1].any(axis=0)))
-        if filled_l1.any()
-        else 0
-    )
+    # Pairs reach up to the last L1 slot filled in any event of the batch.
+    filled_columns = np.flatnonzero(l1_valid.any(axis=0))
+    l1_width = int(filled_columns[-1]) + 1 if filled_columns.size else 0
     events, pf_slots = np.nonzero(pf_valid & filled_l1[:, None])
     candidate_l1_eta = np.asarray(l1_eta, dtype=np.float64)[events, :l1_width]
     candidate_l1_phi = np.asarray(l1_phi, dtype=np.float64)[events, :l1_width]
