@@ -323,6 +323,11 @@ class FalkonTrainSettings(Settings):
     block_memory_mb: int = Field(
         512, gt=0, description="Memory budget of one kernel block, in MB."
     )
+    kernel_cache_mb: int = Field(
+        1024,
+        ge=0,
+        description="Keep the whole K_nM in memory when it fits in this many MB (faster); 0 rebuilds it per iteration.",
+    )
 
 
 class TuneSweep(Settings):
