@@ -30,6 +30,8 @@ demo: $(STAMP) $(RAW)
 	dvc repro
 	@echo
 	@cat reports/muon_rmse.md
+	@echo
+	@cat reports/jet_rmse.md
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
