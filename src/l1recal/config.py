@@ -181,33 +181,6 @@ class JetIngestSettings(Settings):
     )
 
 
-class JetPreprocessSettings(Settings):
-    """Settings of ``l1recal preprocess --task jet``."""
-
-    pt_min_gev: float = Field(
-        0.0, ge=0, description="Keep L1 jets with pT above this (GeV, exclusive)."
-    )
-    pt_max_gev: float = Field(
-        1024.0, description="Keep L1 jets with pT below this (GeV, exclusive)."
-    )
-    split: tuple[float, float, float] = Field(
-        (0.65, 0.20, 0.15), description="Train, validation and test fractions."
-    )
-    seed: int = Field(42, description="Seed of the random split.")
-
-    @model_validator(mode="after")
-    def _check(self) -> JetPreprocessSettings:
-        if not self.pt_min_gev < self.pt_max_gev:
-            raise ValueError(
-                f"pt_min_gev ({self.pt_min_gev}) must be below pt_max_gev ({self.pt_max_gev})"
-            )
-        if any(f <= 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-9:
-            raise ValueError(
-                f"split fractions must be positive and sum to 1, got {self.split}"
-            )
-        return self
-
-
 class PreprocessSettings(Settings):
     """Settings of ``l1recal preprocess``."""
 
@@ -224,6 +197,7 @@ class PreprocessSettings(Settings):
 
     @model_validator(mode="after")
     def _check(self) -> PreprocessSettings:
+        # Shared with JetPreprocessSettings.
         if not self.pt_min_gev < self.pt_max_gev:
             raise ValueError(
                 f"pt_min_gev ({self.pt_min_gev}) must be below pt_max_gev ({self.pt_max_gev})"
@@ -233,6 +207,17 @@ class PreprocessSettings(Settings):
                 f"split fractions must be positive and sum to 1, got {self.split}"
             )
         return self
+
+
+class JetPreprocessSettings(PreprocessSettings):
+    """Settings of ``l1recal preprocess --task jet``: the muon steps with a jet pT window."""
+
+    pt_min_gev: float = Field(
+        0.0, ge=0, description="Keep L1 jets with pT above this (GeV, exclusive)."
+    )
+    pt_max_gev: float = Field(
+        1024.0, description="Keep L1 jets with pT below this (GeV, exclusive)."
+    )
 
 
 PtWeighting = Literal["relative", "none"]

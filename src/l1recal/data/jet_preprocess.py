@@ -12,19 +12,16 @@ The output folder has the format of the muon splits
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from l1recal.atomic import atomic_path
 from l1recal.config import JetPreprocessSettings
 from l1recal.data.parquet_input import check_columns, open_parquet
-from l1recal.data.preprocess import SCALERS_FILE, SUMMARY_FILE, split_rows
+from l1recal.data.preprocess import write_splits
 from l1recal.errors import InputFileError
-from l1recal.models.scalers import AffineScaler
 from l1recal.schema import JET_INPUTS, JET_TABLE_COLUMNS, JET_TARGETS
 from l1recal.units import jet_eta, jet_phi_rad, jet_pt_gev
 
@@ -98,31 +95,8 @@ def run_jet_preprocess(
             f"{settings.pt_max_gev} GeV; need at least 10 to split into train, validation and test"
         )
 
-    indices = split_rows(len(physical), settings.split, settings.seed)
-    splits = {
-        name: physical.iloc[rows].reset_index(drop=True)
-        for name, rows in indices.items()
-    }
-    train = splits["train"]
-    scalers = {
-        "inputs": AffineScaler.min_max(JET_INPUTS, train[list(JET_INPUTS)].to_numpy()),
-        "targets": AffineScaler.standard(
-            JET_TARGETS, train[list(JET_TARGETS)].to_numpy()
-        ),
-    }
-    counts.update({name: len(frame) for name, frame in splits.items()})
-
-    with atomic_path(output_dir, is_dir=True) as staging:
-        for name, frame in splits.items():
-            frame.to_parquet(
-                staging / f"{name}.parquet", index=False, compression="zstd"
-            )
-        (staging / SCALERS_FILE).write_text(
-            json.dumps(
-                {key: scaler.to_dict() for key, scaler in scalers.items()}, indent=2
-            )
-            + "\n"
-        )
-        (staging / SUMMARY_FILE).write_text(json.dumps(counts, indent=2) + "\n")
+    counts = write_splits(
+        physical, settings, output_dir, counts, JET_INPUTS, JET_TARGETS
+    )
     logger.info("pre-processed %s: %s", input_path, counts)
     return counts

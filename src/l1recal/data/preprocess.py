@@ -101,16 +101,48 @@ def split_rows(
     }
 
 
-def fit_scalers(train: pd.DataFrame) -> dict[str, AffineScaler]:
+def fit_scalers(
+    train: pd.DataFrame,
+    inputs: tuple[str, ...] = MUON_INPUTS,
+    targets: tuple[str, ...] = MUON_TARGETS,
+) -> dict[str, AffineScaler]:
     """Step 6: the min-max input scaler and the standard target scaler, from the training split."""
     return {
-        "inputs": AffineScaler.min_max(
-            MUON_INPUTS, train[list(MUON_INPUTS)].to_numpy()
-        ),
-        "targets": AffineScaler.standard(
-            MUON_TARGETS, train[list(MUON_TARGETS)].to_numpy()
-        ),
+        "inputs": AffineScaler.min_max(inputs, train[list(inputs)].to_numpy()),
+        "targets": AffineScaler.standard(targets, train[list(targets)].to_numpy()),
     }
+
+
+def write_splits(
+    physical: pd.DataFrame,
+    settings: PreprocessSettings,
+    output_dir: Path,
+    counts: dict[str, int],
+    inputs: tuple[str, ...],
+    targets: tuple[str, ...],
+) -> dict[str, int]:
+    """Steps 5 and 6, then write the split folder atomically; returns ``counts`` with the split sizes.
+
+    The folder holds ``train.parquet``, ``val.parquet``, ``test.parquet``,
+    ``scalers.json`` (fitted on the training split) and ``summary.json``.
+    """
+    indices = split_rows(len(physical), settings.split, settings.seed)
+    splits = {
+        name: physical.iloc[rows].reset_index(drop=True)
+        for name, rows in indices.items()
+    }
+    scalers = fit_scalers(splits["train"], inputs, targets)
+    counts = {**counts, **{name: len(frame) for name, frame in splits.items()}}
+
+    with atomic_path(output_dir, is_dir=True) as staging:
+        for name, frame in splits.items():
+            frame.to_parquet(
+                staging / f"{name}.parquet", index=False, compression="zstd"
+            )
+        payload = {key: scaler.to_dict() for key, scaler in scalers.items()}
+        (staging / SCALERS_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        (staging / SUMMARY_FILE).write_text(json.dumps(counts, indent=2) + "\n")
+    return counts
 
 
 def run_preprocess(
@@ -139,26 +171,9 @@ def run_preprocess(
             f"{settings.pt_max_gev} GeV; need at least 10 to split into train, validation and test"
         )
 
-    indices = split_rows(len(physical), settings.split, settings.seed)
-    splits = {
-        name: physical.iloc[rows].reset_index(drop=True)
-        for name, rows in indices.items()
-    }
-    scalers = fit_scalers(splits["train"])
-    counts.update({name: len(frame) for name, frame in splits.items()})
-
-    with atomic_path(output_dir, is_dir=True) as staging:
-        for name, frame in splits.items():
-            frame.to_parquet(
-                staging / f"{name}.parquet", index=False, compression="zstd"
-            )
-        (staging / SCALERS_FILE).write_text(
-            json.dumps(
-                {key: scaler.to_dict() for key, scaler in scalers.items()}, indent=2
-            )
-            + "\n"
-        )
-        (staging / SUMMARY_FILE).write_text(json.dumps(counts, indent=2) + "\n")
+    counts = write_splits(
+        physical, settings, output_dir, counts, MUON_INPUTS, MUON_TARGETS
+    )
     logger.info("pre-processed %s: %s", input_path, counts)
     return counts
 
