@@ -1,7 +1,7 @@
 """Typed exceptions raised on bad input.
 
 The CLI turns each of them into a one-line message and a non-zero exit code, so
-the message must say which file, column or field is wrong and what to do.
+the message names the file, column or field that is wrong and what to do.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Saved models: one folder per model with everything needed to use it alone.
 
-A bundle folder holds ``model_card.json`` (family, settings, training record,
+A bundle folder contains ``model_card.json`` (family, settings, training record,
 data and code version), ``scalers.json`` (input min-max and target standard
 scalers) and the weights: ``model.keras`` for networks, ``falkon.npz``
 (centres and coefficients) for Falkon models.
