@@ -42,7 +42,7 @@ def test_preset_architecture(preset_id):
 def test_unknown_preset_lists_valid():
     with pytest.raises(
         ConfigError,
-        match=r"unknown network preset ID 5; valid IDs: 1, 2, 3, 4, 6, 7, 8, 9",
+        match=r"unknown network preset ID 5 in train_network.presets; valid IDs: 1, 2, 3, 4, 6, 7, 8, 9",
     ):
         get_preset(5)
 

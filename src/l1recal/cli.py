@@ -19,7 +19,7 @@ from l1recal.errors import L1RecalError
 logger = logging.getLogger("l1recal")
 
 app = typer.Typer(
-    help="Re-calibrate CMS Level-1 trigger muons with neural networks and Falkon kernel models.",
+    help="Re-calibrate CMS Level-1 trigger muons and jets with neural networks and Falkon kernel models.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

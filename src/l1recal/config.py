@@ -7,6 +7,7 @@ Unknown keys are rejected, so a typo fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -252,9 +253,27 @@ class NetworkTrainSettings(Settings):
 #: The study's Falkon configurations. Sigma and lambda were tuned on the
 #: simulated default data with ``l1recal tune`` (inputs min-max scaled to [0, 1]).
 FALKON_PRESETS: dict[str, dict] = {
-    "gaussian_m500": {"kernel": "gaussian", "centres": 500, "sigma": 0.5, "penalty": 1e-6, "max_iterations": 50},
-    "gaussian_m100": {"kernel": "gaussian", "centres": 100, "sigma": 0.5, "penalty": 1e-6, "max_iterations": 30},
-    "linear_m100": {"kernel": "linear", "centres": 100, "sigma": 1.0, "beta": 1.0, "penalty": 1e-6},
+    "gaussian_m500": {
+        "kernel": "gaussian",
+        "centres": 500,
+        "sigma": 0.5,
+        "penalty": 1e-6,
+        "max_iterations": 50,
+    },
+    "gaussian_m100": {
+        "kernel": "gaussian",
+        "centres": 100,
+        "sigma": 0.5,
+        "penalty": 1e-6,
+        "max_iterations": 30,
+    },
+    "linear_m100": {
+        "kernel": "linear",
+        "centres": 100,
+        "sigma": 1.0,
+        "beta": 1.0,
+        "penalty": 1e-6,
+    },
     "polynomial_m100_deg5": {
         "kernel": "polynomial",
         "centres": 100,
@@ -273,15 +292,27 @@ class FalkonModelSettings(Settings):
     explicitly, and ``name`` defaults to ``falkon_<preset>``.
     """
 
-    preset: str | None = Field(None, description=f"Named configuration: one of {', '.join(FALKON_PRESETS)}.")
-    name: str = Field(description="Model name used in reports, e.g. falkon_gaussian_m100.")
+    preset: str | None = Field(
+        None, description=f"Named configuration: one of {', '.join(FALKON_PRESETS)}."
+    )
+    name: str = Field(
+        description="Model name used in reports, e.g. falkon_gaussian_m100."
+    )
     kernel: Literal["gaussian", "linear", "polynomial"] = "gaussian"
     centres: int = Field(100, gt=0, description="Number M of Nystrom centres.")
-    sigma: float = Field(0.5, gt=0, description="Kernel length scale, in units of the [0, 1] scaled inputs.")
+    sigma: float = Field(
+        0.5,
+        gt=0,
+        description="Kernel length scale, in units of the [0, 1] scaled inputs.",
+    )
     penalty: float = Field(1e-6, gt=0, description="Ridge penalty lambda.")
     degree: int = Field(5, gt=0, description="Polynomial kernel degree.")
-    alpha: float = Field(1.0, description="Polynomial kernel slope alpha in (alpha x.c + beta)^degree.")
-    beta: float = Field(1.0, description="Offset beta of the linear and polynomial kernels.")
+    alpha: float = Field(
+        1.0, description="Polynomial kernel slope alpha in (alpha x.c + beta)^degree."
+    )
+    beta: float = Field(
+        1.0, description="Offset beta of the linear and polynomial kernels."
+    )
     max_iterations: int = Field(30, gt=0, description="Conjugate-gradient iterations.")
     seed: int = Field(11, description="Seed of the Nystrom centre draw.")
 
@@ -292,7 +323,9 @@ class FalkonModelSettings(Settings):
             return values
         preset = values["preset"]
         if preset not in FALKON_PRESETS:
-            raise ValueError(f"unknown Falkon preset {preset!r}; valid presets: {', '.join(FALKON_PRESETS)}")
+            raise ValueError(
+                f"unknown Falkon preset {preset!r}; valid presets: {', '.join(FALKON_PRESETS)}"
+            )
         return {"name": f"falkon_{preset}", **FALKON_PRESETS[preset], **values}
 
 
@@ -318,8 +351,12 @@ class FalkonTrainSettings(Settings):
 class TuneSweep(Settings):
     """One tuning curve: a Falkon setting varied with the others fixed."""
 
-    parameter: Literal["sigma", "penalty", "centres"] = Field(description="Setting to vary.")
-    values: list[float] = Field(min_length=2, description="Values to try (sigma unitless, penalty lambda, M).")
+    parameter: Literal["sigma", "penalty", "centres"] = Field(
+        description="Setting to vary."
+    )
+    values: list[float] = Field(
+        min_length=2, description="Values to try (sigma unitless, penalty lambda, M)."
+    )
 
 
 class TuneSettings(Settings):
@@ -338,7 +375,9 @@ class TuneSettings(Settings):
         min_length=1,
     )
     pt_weighting: PtWeighting = Field("relative", description=_PT_WEIGHTING_HELP)
-    block_memory_mb: int = Field(512, gt=0, description="Memory budget of one kernel block, in MB.")
+    block_memory_mb: int = Field(
+        512, gt=0, description="Memory budget of one kernel block, in MB."
+    )
 
 
 class EvaluateSettings(Settings):
@@ -418,7 +457,8 @@ class HlsSettings(Settings):
     """Settings of ``l1recal hls``: hls4ml conversion, C simulation and synthesis of the firmware."""
 
     backend: Literal["Vitis", "Vivado"] = Field(
-        "Vitis", description="hls4ml backend; Vitis needs vitis-run, Vivado needs vivado_hls."
+        "Vitis",
+        description="hls4ml backend; Vitis needs vitis-run, Vivado needs vivado_hls.",
     )
     part: str = Field(
         "xcvu13p-flga2577-2-e",
@@ -439,7 +479,9 @@ class HlsSettings(Settings):
         ),
     )
     reuse_factor: int = Field(
-        1, gt=0, description="Multiplications sharing one multiplier; 1 is fully parallel."
+        1,
+        gt=0,
+        description="Multiplications sharing one multiplier; 1 is fully parallel.",
     )
     strategy: Literal["Latency", "Resource"] = Field(
         "Latency", description="hls4ml Dense implementation strategy."
@@ -609,7 +651,9 @@ def load_section(path: str | Path, section: str, model: type[SettingsT]) -> Sett
     """
     path = Path(path)
     try:
-        document = yaml.safe_load(path.read_text()) or {}
+        # Parsing the text of a stream named after the file puts its name in YAML errors.
+        with path.open() as stream:
+            document = yaml.safe_load(stream) or {}
     except FileNotFoundError as error:
         raise ConfigError(
             f"{path}: parameter file not found; pass --params with the path of params.yaml"
@@ -620,6 +664,18 @@ def load_section(path: str | Path, section: str, model: type[SettingsT]) -> Sett
         raise ConfigError(
             f"{path}: expected a mapping of stage sections at the top level"
         )
+    if section not in document:
+        # A missing section means defaults, but a near-miss is a typo that would
+        # otherwise silently run the stage on defaults.
+        stem = section.removeprefix("jet_")
+        # The muon and jet sections of one stage differ only by the jet_ prefix.
+        others = [str(key) for key in document if str(key).removeprefix("jet_") != stem]
+        close = difflib.get_close_matches(section, others, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(
+                f"{path}: section {section!r} not found, but {close[0]!r} is present;"
+                f" rename it to {section!r} or remove it"
+            )
     raw = document.get(section, {}) or {}
     try:
         return model.model_validate(raw)

@@ -64,7 +64,7 @@ def get_preset(preset_id: int) -> NetworkPreset:
     except KeyError:
         valid = ", ".join(str(key) for key in NETWORK_PRESETS)
         raise ConfigError(
-            f"unknown network preset ID {preset_id}; valid IDs: {valid}"
+            f"unknown network preset ID {preset_id} in train_network.presets; valid IDs: {valid}"
         ) from None
 
 
