@@ -7,7 +7,9 @@ from l1recal.errors import ConfigError
 def test_misspelled_section_rejected(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("simulat:\n  n_events: 5\n")
-    with pytest.raises(ConfigError, match="section 'simulate' not found, but 'simulat' is present"):
+    with pytest.raises(
+        ConfigError, match="section 'simulate' not found, but 'simulat' is present"
+    ):
         load_section(params, "simulate", SimulateSettings)
 
 
@@ -20,7 +22,9 @@ def test_missing_section_uses_defaults(tmp_path):
 def test_unknown_key_rejected(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("simulate:\n  n_event: 5\n")
-    with pytest.raises(ConfigError, match=r"simulate\.n_event: Extra inputs are not permitted"):
+    with pytest.raises(
+        ConfigError, match=r"simulate\.n_event: Extra inputs are not permitted"
+    ):
         load_section(params, "simulate", SimulateSettings)
 
 
