@@ -154,6 +154,15 @@ def test_root_reader_names_trees(tmp_path):
     assert set(open_source(path, tree="b").columns()) == {"x"}
 
 
+def test_rntuple_named_as_unsupported(tmp_path):
+    path = tmp_path / "rntuple.root"
+    with uproot.recreate(path) as handle:
+        # uproot 5 writes a dict of arrays assigned by name as an RNTuple.
+        handle["l1UpgradeTree/L1UpgradeTree"] = {"x": np.arange(3)}
+    with pytest.raises(InputFileError, match=r"L1UpgradeTree is a ROOT::RNTuple, not a TTree"):
+        open_source(path, tree="l1UpgradeTree/L1UpgradeTree").columns()
+
+
 def test_batches_bounded_by_batch_rows(tmp_path, raw_events):
     muon_events, _ = raw_events
     for fmt in FORMATS:

@@ -431,6 +431,15 @@ class RootSource(Source):
             name = self.trees[0]
         if name not in self._opened:
             if name not in self.trees:
+                classes = self.file.classnames()
+                stored = next(
+                    (c for k, c in classes.items() if k.split(";")[0] == name), None
+                )
+                if stored is not None:
+                    raise InputFileError(
+                        f"{self.path}: {name} is a {stored}, not a TTree; "
+                        "write the events as a TTree (RNTuple is not supported)"
+                    )
                 raise InputFileError(
                     f"{self.path}: tree {name} not found (trees: "
                     f"{', '.join(self.trees) or 'none'}); fix 'tree' in the column map or --tree"
