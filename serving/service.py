@@ -36,13 +36,14 @@ from typing import Annotated, Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import bentoml
+import pydantic
 from bentoml.exceptions import ServiceUnavailable
 from pydantic import Field
 
 from l1recal.config import ServingSettings, load_section
 from l1recal.errors import L1RecalError
 from l1recal.serving import KINDS
-from l1recal.serving.guard import RequestGuard
+from l1recal.serving.guard import RequestGuard, should_log_rejection
 from l1recal.serving.predict import predict_jets, predict_muons
 from l1recal.serving.requests import (
     JET_COLUMNS,
@@ -78,7 +79,38 @@ def configure_logging() -> None:
     package_logger.propagate = False
 
 
+class RejectedRequestFilter(logging.Filter):
+    """Turn BentoML's traceback for a rejected request (HTTP 400) into one warning line.
+
+    BentoML logs every pydantic ValidationError of a request body with its full
+    traceback at ERROR. A client's invalid input is not a server error, so the
+    record becomes the guard's ``request rejected`` warning, counted and
+    rate-limited with the guard's own rejections.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, pydantic.ValidationError):
+            return True
+        count = RequestGuard.count_rejection()
+        if not should_log_rejection(count):
+            return False
+        first = error.errors(include_url=False)[0] if error.error_count() else {}
+        field = ".".join(str(part) for part in first.get("loc", ()))
+        path = record.args[0] if record.args else "?"
+        record.msg = "request rejected: path=%s status=400 error=%s rejections=%d"
+        record.args = (path, f"{field}: {first.get('msg', '')}", count)
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno = logging.WARNING
+        record.levelname = "WARNING"
+        return True
+
+
 configure_logging()
+logging.getLogger("bentoml._internal.server.http_app").addFilter(
+    RejectedRequestFilter()
+)
 
 
 def load_settings() -> ServingSettings:

@@ -668,6 +668,22 @@ def test_bad_jet_request_400(client):
     assert "hwPt = 2048 is outside the allowed range 0..2047" in item["msg"]
 
 
+def test_rejected_request_logs_one_line(server, client):
+    response = client.post(
+        "/predict/jet", json={"hwPt": [2049], "hwEta": [0], "hwPhi": [0]}
+    )
+    assert response.status_code == 400
+    log = server["log"].read_text()
+    # Earlier tests of this module also sent invalid bodies; after the first
+    # ten rejections only every hundredth is logged, so check them all.
+    lines = [line for line in log.splitlines() if "request rejected: path=" in line]
+    validation = [line for line in lines if "status=400" in line]
+    assert validation, log[-2000:]
+    assert all("WARNING" in line for line in validation)
+    assert "Traceback" not in log
+    assert "Exception on /predict" not in log
+
+
 def test_adaptive_rejects_out_of_range(client):
     body = {"muons": [{"hwPtL1": 600, "hwEtaL1": 0, "hwPhiL1": 0, "hwSignL1": 0}]}
     response = client.post("/predict/muon/adaptive", json=body)

@@ -35,6 +35,11 @@ _LOG_FIRST = 10
 _LOG_EVERY = 100
 
 
+def should_log_rejection(count: int) -> bool:
+    """Return True for the first ten rejections and every hundredth after them."""
+    return count <= _LOG_FIRST or count % _LOG_EVERY == 0
+
+
 class RequestGuard:
     """Reject non-JSON, oversized and unserviceable requests with a 4xx or 503 JSON answer.
 
@@ -124,10 +129,15 @@ class RequestGuard:
                 break
         return b"".join(chunks)
 
+    @classmethod
+    def count_rejection(cls) -> int:
+        """Count one rejected request (here or in BentoML's validation); returns the running total."""
+        cls.rejections += 1
+        return cls.rejections
+
     async def _reject(self, send: Send, status: int, message: str, path: str) -> None:
-        RequestGuard.rejections += 1
-        count = RequestGuard.rejections
-        if count <= _LOG_FIRST or count % _LOG_EVERY == 0:
+        count = RequestGuard.count_rejection()
+        if should_log_rejection(count):
             logger.warning(
                 "request rejected: path=%s status=%d error=%s rejections=%d",
                 path,
