@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -41,26 +43,12 @@ def run_simulate(settings: SimulateSettings, output_dir: Path) -> None:
     """
     rng = np.random.default_rng(settings.seed)
     with atomic_path(output_dir, is_dir=True) as staging:
-        writer = None
-        try:
-            with tqdm(
-                total=settings.n_events, unit="event", desc="simulate", disable=None
-            ) as progress:
-                for start in range(0, settings.n_events, _BATCH_EVENTS):
-                    batch = simulate_event_batch(
-                        rng,
-                        min(_BATCH_EVENTS, settings.n_events - start),
-                        settings.physics,
-                    )
-                    if writer is None:
-                        writer = pq.ParquetWriter(
-                            staging / MUON_EVENTS_FILE, batch.schema, compression="zstd"
-                        )
-                    writer.write_table(batch)
-                    progress.update(batch.num_rows)
-        finally:
-            if writer is not None:
-                writer.close()
+        _write_batches(
+            staging / MUON_EVENTS_FILE,
+            settings.n_events,
+            lambda n: simulate_event_batch(rng, n, settings.physics),
+            "simulate",
+        )
         logger.info(
             "wrote %d events to %s", settings.n_events, output_dir / MUON_EVENTS_FILE
         )
@@ -92,17 +80,25 @@ def run_simulate(settings: SimulateSettings, output_dir: Path) -> None:
 
 def _write_jet_events(settings: SimulateSettings, path: Path) -> None:
     rng = np.random.default_rng(settings.seed + _JET_SEED_OFFSET)
+    _write_batches(
+        path,
+        settings.jet_events,
+        lambda n: simulate_jet_event_batch(rng, n, settings.jet_physics),
+        "simulate jets",
+    )
+
+
+def _write_batches(
+    path: Path, n_events: int, make_batch: Callable[[int], pa.Table], description: str
+) -> None:
+    """Write ``n_events`` events to one parquet file, one row group per generated batch."""
     writer = None
     try:
         with tqdm(
-            total=settings.jet_events, unit="event", desc="simulate jets", disable=None
+            total=n_events, unit="event", desc=description, disable=None
         ) as progress:
-            for start in range(0, settings.jet_events, _BATCH_EVENTS):
-                batch = simulate_jet_event_batch(
-                    rng,
-                    min(_BATCH_EVENTS, settings.jet_events - start),
-                    settings.jet_physics,
-                )
+            for start in range(0, n_events, _BATCH_EVENTS):
+                batch = make_batch(min(_BATCH_EVENTS, n_events - start))
                 if writer is None:
                     writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
                 writer.write_table(batch)
