@@ -741,7 +741,7 @@ def openapi_schema(server: dict):
 
 
 def _fuzz_operation(operation, mode, max_examples: int) -> list[str]:
-    """Send generated requests of one mode to one operation; return a line per 5xx answer."""
+    """Send generated requests of one mode to one operation; return a line per 5xx response."""
     from hypothesis import HealthCheck, given, settings
 
     failures: list[str] = []

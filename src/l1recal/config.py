@@ -556,7 +556,7 @@ class _ValidateCommon(Settings):
     min_rows: int = Field(
         1_000,
         ge=0,
-        description="Fewest rows a flattened table may have; fewer fails the row-count expectation.",
+        description="Minimum number of rows of a flattened table; fewer fails the row-count expectation.",
     )
     # NOTE: 0.01 is a guess. The study drops duplicate rows but does not report
     # how many; simulated tables have none. Raise it if real exports fail here.

@@ -123,7 +123,7 @@ def write_splits(
 ) -> dict[str, int]:
     """Steps 5 and 6, then write the split folder atomically; returns ``counts`` with the split sizes.
 
-    The folder holds ``train.parquet``, ``val.parquet``, ``test.parquet``,
+    The folder contains ``train.parquet``, ``val.parquet``, ``test.parquet``,
     ``scalers.json`` (fitted on the training split) and ``summary.json``.
     """
     indices = split_rows(len(physical), settings.split, settings.seed)

@@ -26,7 +26,7 @@ class EndpointError(L1RecalError):
 
 @dataclass(frozen=True)
 class Endpoint:
-    """Where and as whom to reach Kubeflow Pipelines.
+    """Endpoint and credentials of a Kubeflow Pipelines API.
 
     Attributes:
         host: API URL, e.g. ``https://kubeflow.example.org/pipeline``.

@@ -240,7 +240,7 @@ def roll_out(
     approved model keep their champion. Inside a cluster it then patches the
     serving Deployment's pod template, which makes Kubernetes replace the pods
     one by one; outside one (no ``KUBERNETES_SERVICE_HOST``) it skips that step
-    and says so in the log.
+    and logs that it did.
 
     Args:
         bentomodels: folder of ``.bentomodel`` files written by ``l1recal package``.

@@ -52,7 +52,7 @@ class FalkonSolution:
 
 
 def default_device() -> torch.device:
-    """Return CUDA when torch sees a GPU, else the CPU."""
+    """Return CUDA when torch finds a GPU, else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 

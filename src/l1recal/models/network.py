@@ -116,7 +116,7 @@ class _EpochLogger:
 
 @dataclass
 class TrainingRecord:
-    """What a training run did, for the model card."""
+    """Record of one training run, for the model card."""
 
     epochs_run: int
     best_epoch: int

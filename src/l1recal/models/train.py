@@ -178,7 +178,9 @@ def run_train_falkon(
 
             # The validation loss uses the training weights, as the network's val_loss does.
             val_weights = 1.0 if w_val is None else w_val
-            val_mse = float(np.mean(val_weights * (predict_solution(solution, x_val) - y_val) ** 2))
+            val_mse = float(
+                np.mean(val_weights * (predict_solution(solution, x_val) - y_val) ** 2)
+            )
             bundle = staging / model_settings.name
             bundle.mkdir()
             save_falkon(bundle, solution)

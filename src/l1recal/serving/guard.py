@@ -7,7 +7,7 @@ For the prediction routes (``/predict/...``) and ``/models`` it rejects:
 * a body larger than the limit derived from the maximum batch size (413);
 * a request for a kind without a loaded model (503, naming the kind).
 
-Every rejection is answered as ``{"error": message}`` and logged; after the
+Every rejection returns ``{"error": message}`` and logged; after the
 first ten, only every hundredth is logged, with the running count.
 """
 
@@ -41,7 +41,7 @@ def should_log_rejection(count: int) -> bool:
 
 
 class RequestGuard:
-    """Reject non-JSON, oversized and unserviceable requests with a 4xx or 503 JSON answer.
+    """Reject non-JSON, oversized and unserviceable requests with a 4xx or 503 JSON response.
 
     Attributes:
         loaded_kinds: kinds whose model the service instance of this process

@@ -1,6 +1,6 @@
 """Hardware integers in, re-calibrated physical values out.
 
-The service and the tests call the same functions, so an HTTP answer can be
+The service and the tests call the same functions, so an HTTP response can be
 compared with an in-process prediction of the same bundle. Inputs must already
 be validated (:mod:`l1recal.serving.requests`); nothing here re-checks ranges.
 """

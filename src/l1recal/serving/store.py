@@ -48,7 +48,7 @@ def direct_network_call(bundle_dir: Path) -> Callable[[np.ndarray], np.ndarray]:
 
     ``keras.Model.predict`` builds a tf.data pipeline on every call, which
     costs far more than the network itself for the small batches a service
-    sees; a direct call in inference mode computes the same outputs.
+    receives; a direct call in inference mode computes the same outputs.
     """
     import keras
 

@@ -5,7 +5,7 @@ columns (the column-set check), and row suites, run on the data. A raw event
 file has one row suite per batch of :func:`l1recal.validation.derived.slot_batches`
 (one count batch per object type and one stacked batch per slot feature). These
 suites contain only per-row expectations, so that their counts add up over chunks. A flattened
-table has one row suite, which also holds table-wide expectations (row count,
+table has one row suite, which also contains table-wide expectations (row count,
 uniqueness, duplicate fraction) and runs on the whole table.
 
 Expectations on a derived column (see :mod:`l1recal.validation.derived`) carry
